@@ -1,0 +1,57 @@
+"""The `vlbeam` console script: `vlbeam run ...`, `vlbeam tiny-model DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+USAGE = """usage: vlbeam run --input GLOB [--input GLOB ...] --output DIR [--tasks ocr]
+                  [--model ID_OR_PATH] [any Beam pipeline flag]
+       vlbeam tiny-model DIR
+
+Run `vlbeam run --help` for every job flag."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("apache_beam", "httpx", "urllib3", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if command == "run":
+        if "-h" in rest or "--help" in rest:
+            from vlbeam.pipeline.options import VlbeamOptions
+
+            parser = argparse.ArgumentParser(prog="vlbeam run")
+            VlbeamOptions._add_argparse_args(parser)
+            parser.print_help()
+            return 0
+        from vlbeam.pipeline.errors import ModelNotFound
+        from vlbeam.pipeline.run import run
+
+        try:
+            run(rest)
+        except ModelNotFound as exc:
+            print(f"vlbeam: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if command == "tiny-model":
+        if len(rest) != 1:
+            print("usage: vlbeam tiny-model DIR", file=sys.stderr)
+            return 2
+        from vlbeam.pipeline.tiny_model import write_tiny_model
+
+        print(write_tiny_model(rest[0]))
+        return 0
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Element types that travel between pipeline stages (all frozen, all small).
+
+Pages travel as encoded image bytes, never as pickled arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vlbeam.pipeline.errors import error_message, error_type
+
+KINDS = ("pdf", "image", "video", "audio", "unknown")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One matched input file after ingest: its identity and sniffed kind."""
+
+    uri: str
+    doc_id: str | None
+    kind: str
+    size_bytes: int | None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}")
+        if self.doc_id is not None and len(self.doc_id) != 64:
+            raise ValueError("doc_id must be a SHA-256 hex digest")
+
+
+@dataclass(frozen=True)
+class PageRange:
+    """A unit of render work: pages first..last (1-based, inclusive) of one document."""
+
+    source: SourceFile
+    first_page: int
+    last_page: int
+    num_pages: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.first_page <= self.last_page <= self.num_pages:
+            raise ValueError(
+                f"bad page range {self.first_page}..{self.last_page} of {self.num_pages}"
+            )
+
+    @property
+    def page_numbers(self) -> range:
+        return range(self.first_page, self.last_page + 1)
+
+
+@dataclass(frozen=True)
+class PageRef:
+    """What identifies a page and travels as the key through RunInference."""
+
+    doc_id: str
+    source_uri: str
+    page_number: int
+    width_px: int
+    height_px: int
+    text_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.page_number < 1:
+            raise ValueError("page_number is 1-based")
+
+    @property
+    def page_id(self) -> str:
+        return f"{self.doc_id}:{self.page_number}"
+
+
+@dataclass(frozen=True)
+class PageImage:
+    """A rendered page: its reference plus the encoded image bytes."""
+
+    ref: PageRef
+    image: bytes
+    image_format: str
+
+
+@dataclass(frozen=True)
+class VLRequest:
+    """One model call: images (encoded bytes) and a text prompt."""
+
+    images: tuple[bytes, ...]
+    prompt: str
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.prompt:
+            raise ValueError("prompt must not be empty")
+
+
+@dataclass(frozen=True)
+class VLResult:
+    """What one model call returned, or why it failed (error_type set)."""
+
+    text: str | None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+    latency_s: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+    @classmethod
+    def failed(cls, exc: BaseException) -> VLResult:
+        return cls(text=None, error_type=error_type(exc), error_message=error_message(exc))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One row of the `failures` table, before the run id is stamped on."""
+
+    source_uri: str
+    doc_id: str | None
+    stage: str
+    error_type: str
+    message: str
+    unit: int | None = None
+
+    @classmethod
+    def from_exception(
+        cls,
+        exc: BaseException,
+        *,
+        source_uri: str,
+        doc_id: str | None,
+        stage: str,
+        unit: int | None = None,
+    ) -> Failure:
+        return cls(
+            source_uri=source_uri,
+            doc_id=doc_id,
+            stage=stage,
+            error_type=error_type(exc),
+            message=error_message(exc),
+            unit=unit,
+        )
+
+    def to_row(self, run_id: str) -> dict:
+        return {
+            "source_uri": self.source_uri,
+            "doc_id": self.doc_id,
+            "stage": self.stage,
+            "unit": self.unit,
+            "error_type": self.error_type,
+            "message": self.message,
+            "run_id": run_id,
+        }
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who produced a row: stamped on every output row."""
+
+    model: str
+    backend: str
+    prompt_id: str
+    run_id: str

@@ -1,0 +1,33 @@
+"""Versioned prompts: built-in ones ship as package data, users may replace them by file."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+from vlbeam.pipeline.config import Prompt
+
+DEFAULT_OCR_PROMPT_ID = "ocr_markdown_v1"
+
+
+def builtin_prompt(prompt_id: str) -> Prompt:
+    """A prompt shipped with vlbeam, by id (the file name without `.txt`)."""
+    try:
+        text = resources.files("vlbeam.pipeline").joinpath(f"prompts/{prompt_id}.txt").read_text()
+    except FileNotFoundError as exc:
+        raise ValueError(f"no built-in prompt {prompt_id!r}") from exc
+    return Prompt(prompt_id=prompt_id, text=text.strip())
+
+
+def prompt_from_file(path: str) -> Prompt:
+    """A user's prompt file; its id names the file and pins its content by hash."""
+    text = Path(path).read_text(encoding="utf-8").strip()
+    if not text:
+        raise ValueError(f"prompt file {path} is empty")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return Prompt(prompt_id=f"file:{Path(path).stem}:{digest}", text=text)
+
+
+def ocr_prompt(path: str | None) -> Prompt:
+    return prompt_from_file(path) if path else builtin_prompt(DEFAULT_OCR_PROMPT_ID)

@@ -1,0 +1,35 @@
+"""The end-of-run summary, read from Beam metrics."""
+
+from __future__ import annotations
+
+from apache_beam.metrics.metric import MetricsFilter
+
+from vlbeam.transforms.failures import NAMESPACE
+
+
+def counters(result) -> dict[str, int]:
+    """All vlbeam counters of a finished pipeline (committed, else attempted values)."""
+    found: dict[str, int] = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        found[counter.key.metric.name] = found.get(counter.key.metric.name, 0) + int(value or 0)
+    return found
+
+
+def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: str) -> str:
+    lines = [
+        f"vlbeam run {run_id} finished in {wall_s:.1f} s -> {output}",
+        f"  documents: {values.get('documents', 0)}",
+        f"  pages:     {values.get('pages_ok', 0)} OCR'd of {values.get('pages_rendered', 0)} "
+        f"rendered ({values.get('pages_truncated', 0)} hit --max-new-tokens)",
+        f"  tokens:    {values.get('input_tokens', 0)} in, {values.get('output_tokens', 0)} out",
+        f"  failures:  {values.get('failures', 0)}",
+    ]
+    by_type = sorted(
+        (name.split(".", 1)[1], n)
+        for name, n in values.items()
+        if name.startswith("failures.") and n
+    )
+    lines += [f"    {stage_and_type}: {n}" for stage_and_type, n in by_type]
+    return "\n".join(lines)

@@ -1,0 +1,214 @@
+"""Pure functions that open PDFs and images and turn pages into encoded RGB images.
+
+These run inside the render helper process (see `render_worker`), never in the
+Beam worker itself, so a hostile file can only take down (or hang) that helper.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from dataclasses import dataclass
+
+from vlbeam.pipeline.config import RenderConfig
+from vlbeam.pipeline.errors import (
+    DegeneratePage,
+    EncryptedPdf,
+    InvalidImage,
+    InvalidPdf,
+    NoPages,
+    PageTooLarge,
+)
+
+logger = logging.getLogger(__name__)
+
+# The largest raster input we agree to decode at all (pixels), before downscaling.
+MAX_SOURCE_IMAGE_PIXELS = 400_000_000
+# Pages beyond this many points on a side are not paper (PDF's own limit is 14,400 pt).
+MAX_PAGE_POINTS = 200 * 72
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    image: bytes
+    image_format: str
+    width_px: int
+    height_px: int
+    text_layer: str | None
+
+
+def target_size(width: float, height: float, cfg: RenderConfig) -> tuple[int, int]:
+    """Pixel size for a page or image of `width` x `height` (points or pixels).
+
+    The long side goes to `cfg.target_long_side`, then the whole is scaled down
+    further if it would exceed `cfg.max_pixels`. Degenerate shapes raise.
+    """
+    if not (width > 0 and height > 0) or not math.isfinite(width * height):
+        raise DegeneratePage(f"page has no area ({width:g} x {height:g})")
+    if max(width, height) > MAX_PAGE_POINTS * 100:
+        raise PageTooLarge(f"page size {width:g} x {height:g} is beyond any real page")
+    scale = cfg.target_long_side / max(width, height)
+    if width * height * scale * scale > cfg.max_pixels:
+        scale = math.sqrt(cfg.max_pixels / (width * height))
+    w_px, h_px = max(1, round(width * scale)), max(1, round(height * scale))
+    if min(w_px, h_px) < cfg.min_short_side:
+        raise DegeneratePage(
+            f"page {width:g} x {height:g} has an aspect ratio of "
+            f"{max(width, height) / min(width, height):.0f}:1; at {w_px} x {h_px} px its short "
+            f"side is under {cfg.min_short_side} px"
+        )
+    return w_px, h_px
+
+
+def open_pdf(data: bytes, password: str | None = None):
+    """Open a PDF with pypdfium2: no password (i.e. the empty one) first, then `password`
+    as given and in its SASLprep form (AES-256 R6 files need the latter)."""
+    import pypdfium2 as pdfium
+
+    if not data:
+        raise InvalidPdf("file is empty (0 bytes)")
+    tries: list[str | None] = [None]
+    if password:
+        tries += dict.fromkeys([password, saslprep(password)])
+    for pw in tries:
+        try:
+            return pdfium.PdfDocument(data, password=pw)
+        except pdfium.PdfiumError:
+            continue
+    # pdfium's error text is a process-wide "last error" that can be stale, so decide
+    # from the file itself whether it is encrypted.
+    if b"/Encrypt" in data:
+        if password:
+            raise EncryptedPdf("PDF is encrypted and the given --pdf-password is wrong")
+        raise EncryptedPdf("PDF is encrypted with a user password; pass --pdf-password to open it")
+    if b"%%EOF" not in data[-2048:]:
+        raise InvalidPdf("not a readable PDF: the file is truncated or damaged (no %%EOF)")
+    raise InvalidPdf("not a readable PDF: its structure (xref, page tree) is broken")
+
+
+def saslprep(password: str) -> str:
+    """RFC 4013 SASLprep mapping + NFKC, as PDF 2.0 asks for AES-256 passwords."""
+    import stringprep
+    import unicodedata
+
+    mapped = "".join(
+        " " if stringprep.in_table_c12(ch) else ch
+        for ch in password
+        if not stringprep.in_table_b1(ch)
+    )
+    return unicodedata.normalize("NFKC", mapped)
+
+
+def count_pages(data: bytes, password: str | None = None) -> int:
+    doc = open_pdf(data, password)
+    try:
+        n = len(doc)
+    finally:
+        doc.close()
+    if n <= 0:
+        raise NoPages("PDF has no pages")
+    return n
+
+
+def render_pdf_page(doc, data: bytes, page_number: int, cfg: RenderConfig) -> RenderedPage:
+    """Render page `page_number` (1-based) of an open pypdfium2 document."""
+    import pypdfium2 as pdfium
+
+    try:
+        page = doc[page_number - 1]
+    except (pdfium.PdfiumError, IndexError) as exc:
+        raise InvalidPdf(f"page {page_number} cannot be loaded: {exc}") from None
+    try:
+        width, height = page.get_size()
+        if page.get_rotation() in (90, 270):
+            width, height = height, width
+        w_px, h_px = target_size(width, height, cfg)
+        text_layer = _text_layer(page) if cfg.extract_text_layer else None
+        if cfg.renderer == "pdf2image":
+            image = _render_poppler(data, page_number, (w_px, h_px), cfg)
+        else:
+            scale = max(w_px, h_px) / max(width, height)
+            bitmap = page.render(scale=scale, may_draw_forms=True)
+            image = bitmap.to_pil()
+        image = image.convert("RGB")
+    finally:
+        page.close()
+    return RenderedPage(
+        image=encode_image(image, cfg.image_format),
+        image_format=cfg.image_format,
+        width_px=image.width,
+        height_px=image.height,
+        text_layer=text_layer,
+    )
+
+
+def _text_layer(page) -> str | None:
+    textpage = page.get_textpage()
+    try:
+        text = textpage.get_text_bounded()
+    finally:
+        textpage.close()
+    text = text.replace("\r\n", "\n").strip()
+    return text or None
+
+
+def _render_poppler(data: bytes, page_number: int, size: tuple[int, int], cfg: RenderConfig):
+    from pdf2image import convert_from_bytes
+    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
+
+    try:
+        images = convert_from_bytes(
+            data,
+            first_page=page_number,
+            last_page=page_number,
+            size=size,
+            userpw=cfg.password,
+            timeout=cfg.timeout_s,
+            fmt="ppm",
+        )
+    except (PDFPageCountError, PDFSyntaxError) as exc:
+        raise InvalidPdf(f"poppler cannot render page {page_number}: {exc}") from None
+    if not images:
+        raise InvalidPdf(f"poppler rendered nothing for page {page_number}")
+    return images[0]
+
+
+def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
+    """A raster image (PNG/JPEG/TIFF/WebP) as a one-page document (first frame)."""
+    from PIL import Image, ImageOps
+
+    Image.MAX_IMAGE_PIXELS = MAX_SOURCE_IMAGE_PIXELS
+    try:
+        image = Image.open(io.BytesIO(data))
+        w_px, h_px = target_size(image.width, image.height, cfg)
+        if image.format == "JPEG" and w_px < image.width:
+            image.draft("RGB", (w_px, h_px))  # decode at reduced size
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"cannot decode image: {exc}") from None
+    w_px, h_px = target_size(image.width, image.height, cfg)
+    if w_px < image.width:  # downscale only: upscaling adds no detail
+        image = image.resize((w_px, h_px), Image.Resampling.LANCZOS)
+    return RenderedPage(
+        image=encode_image(image, cfg.image_format),
+        image_format=cfg.image_format,
+        width_px=image.width,
+        height_px=image.height,
+        text_layer=None,
+    )
+
+
+def encode_image(image, image_format: str) -> bytes:
+    """Encode for transport between stages. PNG level 1 by default (lossless, fastest
+    lossless option measured in bench/bench_split.py)."""
+    buf = io.BytesIO()
+    if image_format == "png":
+        image.save(buf, format="PNG", compress_level=1)
+    elif image_format == "webp":
+        image.save(buf, format="WEBP", lossless=True, method=0)
+    elif image_format == "jpeg":
+        image.save(buf, format="JPEG", quality=95)
+    else:
+        raise ValueError(f"unknown image format {image_format!r}")
+    return buf.getvalue()

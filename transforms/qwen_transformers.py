@@ -1,0 +1,239 @@
+"""RunInference `ModelHandler` for Qwen3-VL on local `transformers` (GPU in bf16, CPU works).
+
+The model is loaded only in `load_model` (once per worker process, by RunInference).
+`inference_fn` and `loader` are injectable so tests can exercise everything around
+the model without it, and the real path runs against the tiny checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from vlbeam.pipeline.config import ModelConfig
+from vlbeam.pipeline.elements import VLRequest, VLResult
+from vlbeam.pipeline.errors import ModelNotFound
+from vlbeam.pipeline.tiny_model import TINY_RANDOM, ensure_tiny_model
+
+logger = logging.getLogger(__name__)
+
+BACKEND = "transformers"
+
+
+@dataclass
+class LoadedQwen:
+    """What `load_model` returns: the model, its processor and where it runs."""
+
+    model: Any
+    processor: Any
+    device: str
+    stop_token_ids: frozenset[int]
+
+
+def resolve_model_path(model: str) -> str:
+    """`tiny-random` → the cached tiny checkpoint; anything else is returned as given."""
+    return str(ensure_tiny_model()) if model == TINY_RANDOM else model
+
+
+def check_model_available(model: str) -> None:
+    """Fail fast in the launcher when `--model` can't possibly load on this machine.
+
+    A local folder must hold a `config.json`; a hub id must be in the local cache
+    unless the hub is reachable (HF_HUB_OFFLINE=1 means it isn't).
+    """
+    if model == TINY_RANDOM:
+        return
+    if os.path.isdir(model) or model.startswith((".", "/", "~")):
+        if not os.path.isfile(os.path.join(os.path.expanduser(model), "config.json")):
+            raise ModelNotFound(
+                f"--model {model!r} is not a folder with a Qwen3-VL checkpoint (no config.json)"
+            )
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelNotFound(_not_found_message(model, "HF_HUB_OFFLINE=1 is set"))
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(model, timeout=10)
+    except Exception as exc:
+        raise ModelNotFound(_not_found_message(model, f"the hub is unreachable: {exc}")) from None
+
+
+def _not_found_message(model: str, why: str) -> str:
+    return (
+        f"model {model!r} is not a local folder, not in the Hugging Face cache, and can't be "
+        f"downloaded ({why}). Pass --model /path/to/a/Qwen3-VL/checkpoint (a folder with "
+        f"config.json and weights), or --model {TINY_RANDOM} for a smoke test with random weights."
+    )
+
+
+def load_qwen(cfg: ModelConfig) -> LoadedQwen:
+    """Load `Qwen3VLForConditionalGeneration` + `AutoProcessor` from a folder or hub id."""
+    import torch
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    path = resolve_model_path(cfg.model)
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {
+        "auto": torch.bfloat16 if device == "cuda" else torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "float32": torch.float32,
+    }[cfg.dtype]
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    started = time.monotonic()
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+        model = Qwen3VLForConditionalGeneration.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise ModelNotFound(_not_found_message(cfg.model, str(exc).splitlines()[0])) from None
+    model.to(device).eval()
+    processor.tokenizer.padding_side = "left"
+    stop = model.generation_config.eos_token_id
+    stop_ids = frozenset([stop] if isinstance(stop, int) else (stop or []))
+    stop_ids |= {processor.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    logger.info(
+        "loaded %s on %s (%s) in %.1f s", cfg.model, device, dtype, time.monotonic() - started
+    )
+    return LoadedQwen(model=model, processor=processor, device=device, stop_token_ids=stop_ids)
+
+
+def decode_images(request: VLRequest) -> list:
+    from PIL import Image
+
+    return [Image.open(io.BytesIO(data)).convert("RGB") for data in request.images]
+
+
+def build_messages(request: VLRequest, images: list) -> list[dict]:
+    content = [{"type": "image", "image": image} for image in images]
+    content.append({"type": "text", "text": request.prompt})
+    return [{"role": "user", "content": content}]
+
+
+def generate_batch(
+    loaded: LoadedQwen, batch: Sequence[VLRequest], cfg: ModelConfig
+) -> list[VLResult]:
+    """One batched, left-padded, greedy `generate` over `batch` (the default inference_fn)."""
+    import torch
+
+    processor, model = loaded.processor, loaded.model
+    all_images, texts = [], []
+    for request in batch:
+        images = decode_images(request)
+        all_images.extend(images)
+        texts.append(
+            processor.apply_chat_template(
+                build_messages(request, images), tokenize=False, add_generation_prompt=True
+            )
+        )
+    inputs = processor(
+        text=texts, images=all_images or None, padding=True, return_tensors="pt"
+    ).to(loaded.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    limits = [r.max_new_tokens or cfg.max_new_tokens for r in batch]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max(limits), do_sample=cfg.do_sample)
+    latency = time.perf_counter() - started
+    prompt_len = inputs["input_ids"].shape[1]
+    input_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+    results = []
+    for i, limit in enumerate(limits):
+        generated = output[i, prompt_len:].tolist()[:limit]
+        stop_at = next((j for j, t in enumerate(generated) if t in loaded.stop_token_ids), None)
+        kept = generated if stop_at is None else generated[:stop_at]
+        results.append(
+            VLResult(
+                text=processor.tokenizer.decode(kept, skip_special_tokens=True),
+                input_tokens=int(input_tokens[i]),
+                output_tokens=len(generated) if stop_at is None else stop_at + 1,
+                finish_reason="length" if stop_at is None else "stop",
+                latency_s=latency,
+            )
+        )
+    return results
+
+
+InferenceFn = Callable[[Any, Sequence[VLRequest], ModelConfig], list[VLResult]]
+Loader = Callable[[ModelConfig], Any]
+
+
+class TransformersQwenHandler(ModelHandler[VLRequest, PredictionResult, Any]):
+    """Qwen3-VL through `transformers`. Batches are sized by Beam (min/max_batch_size).
+
+    A batch that raises is retried one request at a time, so one bad page fails
+    alone (its result carries `error_type`) and the rest of the batch is kept.
+    """
+
+    backend = BACKEND
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        inference_fn: InferenceFn = generate_batch,
+        loader: Loader = load_qwen,
+        large_model: bool = False,
+    ) -> None:
+        super().__init__(
+            min_batch_size=cfg.min_batch_size,
+            max_batch_size=cfg.max_batch_size,
+            max_batch_duration_secs=cfg.max_batch_duration_secs,
+            large_model=large_model,
+        )
+        self._cfg = cfg
+        self._inference_fn = inference_fn
+        self._loader = loader
+
+    @property
+    def model_name(self) -> str:
+        return self._cfg.model
+
+    def load_model(self) -> Any:
+        return self._loader(self._cfg)
+
+    def run_inference(
+        self,
+        batch: Sequence[VLRequest],
+        model: Any,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[PredictionResult]:
+        try:
+            results = self._inference_fn(model, batch, self._cfg)
+            if len(results) != len(batch):
+                raise RuntimeError(f"inference returned {len(results)} results for {len(batch)}")
+        except Exception as exc:
+            if len(batch) == 1:
+                results = [VLResult.failed(exc)]
+            else:
+                logger.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+                results = [self._one(request, model) for request in batch]
+        return [PredictionResult(example, result) for example, result in zip(batch, results)]
+
+    def _one(self, request: VLRequest, model: Any) -> VLResult:
+        try:
+            return self._inference_fn(model, [request], self._cfg)[0]
+        except Exception as exc:
+            return VLResult.failed(exc)
+
+    def get_num_bytes(self, batch: Sequence[VLRequest]) -> int:
+        return sum(len(image) for request in batch for image in request.images)
+
+    def get_metrics_namespace(self) -> str:
+        return "vlbeam_transformers"

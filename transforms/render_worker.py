@@ -1,0 +1,193 @@
+"""A helper process that renders pages, so hostile files can't hang or crash a Beam worker.
+
+The Beam worker (parent) talks to one long-lived child (`python -m
+vlbeam.transforms.render_worker`) over pipes: length-prefixed pickles. The child
+keeps the current document open across pages. Every call has a time bound; a
+child that runs past it, or dies (for example on its address-space limit), is
+killed and replaced, and the call raises `RenderTimeout` / `RendererCrashed`.
+Only encoded image bytes come back, never arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import time
+
+from vlbeam.pipeline.config import RenderConfig
+from vlbeam.pipeline.errors import RemoteError, RenderTimeout, RendererCrashed, VlbeamError
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!Q")
+# Opening a document or counting its pages must not take longer than this.
+OPEN_TIMEOUT_S = 60.0
+
+
+def _write_msg(fd: int, obj) -> None:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    data = memoryview(_HEADER.pack(len(payload)) + payload)
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks, remaining = [], n
+    while remaining:
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_msg(fd: int, deadline: float | None = None):
+    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
+    return pickle.loads(_read_exact(fd, size, deadline))
+
+
+class RenderWorker:
+    """Parent-side handle on the helper process (one per DoFn instance)."""
+
+    def __init__(self, max_memory_mb: int = 4096) -> None:
+        self._max_memory_mb = max_memory_mb
+        self._proc: subprocess.Popen | None = None
+        self._open_doc: str | None = None
+
+    def _start(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "vlbeam.transforms.render_worker", str(self._max_memory_mb)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
+                close_fds=True,
+            )
+            self._open_doc = None
+        return self._proc
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._open_doc = None
+
+    def _call(self, request: dict, timeout_s: float, what: str):
+        proc = self._start()
+        try:
+            _write_msg(proc.stdin.fileno(), request)
+            reply = _read_msg(proc.stdout.fileno(), time.monotonic() + timeout_s)
+        except TimeoutError:
+            self.close()
+            raise RenderTimeout(f"{what} took longer than {timeout_s:g} s; gave up") from None
+        except (EOFError, BrokenPipeError, OSError):
+            code = proc.poll()
+            self.close()
+            raise RendererCrashed(
+                f"the render process died during {what} (exit code {code}); the file may be "
+                f"corrupt or need more than {self._max_memory_mb} MB"
+            ) from None
+        if reply.get("error"):
+            name, message = reply["error"]
+            raise RemoteError(name, message)
+        return reply["result"]
+
+    def _doc_fields(self, doc_id: str, data: bytes, kind: str, password: str | None) -> dict:
+        # Send the bytes only when the child doesn't already hold this document.
+        same = self._open_doc == doc_id and self._proc is not None and self._proc.poll() is None
+        return {"doc_id": doc_id, "kind": kind, "password": password, "data": None if same else data}
+
+    def count_pages(self, doc_id: str, data: bytes, password: str | None) -> int:
+        request = {"op": "count", **self._doc_fields(doc_id, data, "pdf", password)}
+        n = self._call(request, OPEN_TIMEOUT_S, "opening the PDF")
+        self._open_doc = doc_id
+        return n
+
+    def render(self, doc_id: str, data: bytes, kind: str, page_number: int, cfg: RenderConfig):
+        request = {
+            "op": "render",
+            "page": page_number,
+            "cfg": cfg,
+            **self._doc_fields(doc_id, data, kind, cfg.password),
+        }
+        page = self._call(request, cfg.timeout_s + OPEN_TIMEOUT_S * (request["data"] is not None),
+                          f"rendering page {page_number}")
+        self._open_doc = doc_id
+        return page
+
+
+# ---------------------------------------------------------------- child side
+
+
+class _ChildState:
+    def __init__(self) -> None:
+        self.doc_id: str | None = None
+        self.data: bytes | None = None
+        self.doc = None
+
+    def open(self, request: dict):
+        from vlbeam.transforms.pdf_render import open_pdf
+
+        if request["data"] is not None:
+            if self.doc is not None:
+                self.doc.close()
+            self.doc_id, self.data, self.doc = request["doc_id"], request["data"], None
+            if request["kind"] == "pdf":
+                self.doc = open_pdf(self.data, request["password"])
+        elif request["doc_id"] != self.doc_id:
+            raise RuntimeError("protocol error: document not open")
+
+
+def _handle(state: _ChildState, request: dict):
+    from vlbeam.transforms.pdf_render import count_pages, render_image, render_pdf_page
+
+    state.open(request)
+    if request["op"] == "count":
+        return count_pages(state.data, request["password"])
+    if request["op"] == "render":
+        if request["kind"] == "image":
+            return render_image(state.data, request["cfg"])
+        return render_pdf_page(state.doc, state.data, request["page"], request["cfg"])
+    raise RuntimeError(f"unknown op {request['op']!r}")
+
+
+def _child_main(max_memory_mb: int) -> None:
+    import resource
+
+    limit = max_memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # Keep the protocol on a private fd; anything a C library prints goes to stderr.
+    proto_out = os.dup(1)
+    os.dup2(2, 1)
+    proto_in = 0
+    state = _ChildState()
+    while True:
+        try:
+            request = _read_msg(proto_in)
+        except EOFError:
+            return
+        try:
+            reply = {"result": _handle(state, request)}
+        except MemoryError:
+            reply = {"error": ("PageTooLarge", "rendering ran out of its memory limit")}
+        except VlbeamError as exc:
+            reply = {"error": (type(exc).__name__, str(exc))}
+        except Exception as exc:  # any other library error becomes a clear failure
+            reply = {"error": (type(exc).__name__, f"{type(exc).__name__}: {exc}")}
+        _write_msg(proto_out, reply)
+
+
+if __name__ == "__main__":
+    _child_main(int(sys.argv[1]))

@@ -1,0 +1,153 @@
+"""Split documents into pages: plan page ranges (fan-out), then render each range.
+
+Big PDFs become many `PageRange` elements that are redistributed (Reshuffle), so
+one 1,000-page PDF uses every worker. All pdfium/poppler work happens in a helper
+process per DoFn instance (`RenderWorker`) with a time bound per page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from vlbeam.pipeline.config import RenderConfig
+from vlbeam.pipeline.elements import Failure, PageImage, PageRange, PageRef, SourceFile
+from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
+from vlbeam.transforms.render_worker import RenderWorker
+
+logger = logging.getLogger(__name__)
+
+NUM_PAGES_TAG = "num_pages"
+
+
+def read_bytes(uri: str) -> bytes:
+    with FileSystems.open(uri, compression_type="uncompressed") as handle:
+        return handle.read()
+
+
+def page_ranges(source: SourceFile, num_pages: int, pages_per_task: int) -> list[PageRange]:
+    """Cut pages 1..num_pages into consecutive ranges of at most `pages_per_task`."""
+    return [
+        PageRange(source, first, min(first + pages_per_task - 1, num_pages), num_pages)
+        for first in range(1, num_pages + 1, pages_per_task)
+    ]
+
+
+class _BytesCache:
+    """Keeps the last file read, so consecutive ranges of one PDF read it once."""
+
+    def __init__(self) -> None:
+        self._uri: str | None = None
+        self._data = b""
+
+    def get(self, uri: str) -> bytes:
+        if uri != self._uri:
+            self._uri, self._data = None, read_bytes(uri)
+            self._uri = uri
+        return self._data
+
+
+class _RenderDoFn(beam.DoFn):
+    def __init__(self, cfg: RenderConfig) -> None:
+        self._cfg = cfg
+        self._worker: RenderWorker | None = None
+        self._cache: _BytesCache | None = None
+
+    def setup(self) -> None:
+        self._worker = RenderWorker(self._cfg.max_memory_mb)
+        self._cache = _BytesCache()
+
+    def teardown(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+
+
+class _PlanPages(_RenderDoFn):
+    """SourceFile → PageRange elements (+ `num_pages` per document, + failures)."""
+
+    def process(self, source: SourceFile):
+        try:
+            if source.kind == "image":
+                num_pages = 1
+            else:
+                data = self._cache.get(source.uri)
+                num_pages = self._worker.count_pages(source.doc_id, data, self._cfg.password)
+        except Exception as exc:
+            failure = Failure.from_exception(
+                exc, source_uri=source.uri, doc_id=source.doc_id, stage="split"
+            )
+            count_failure(failure)
+            yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
+            return
+        yield beam.pvalue.TaggedOutput(NUM_PAGES_TAG, (source.uri, num_pages))
+        yield from page_ranges(source, num_pages, self._cfg.pages_per_task)
+
+
+class _RenderPages(_RenderDoFn):
+    """PageRange → PageImage per page (+ a failure per page that can't be rendered)."""
+
+    def __init__(self, cfg: RenderConfig) -> None:
+        super().__init__(cfg)
+        self._rendered = Metrics.counter(NAMESPACE, "pages_rendered")
+
+    def process(self, task: PageRange):
+        source = task.source
+        try:
+            data = self._cache.get(source.uri)
+        except Exception as exc:
+            for page in task.page_numbers:
+                yield self._failure(exc, source, page)
+            return
+        for page in task.page_numbers:
+            try:
+                rendered = self._worker.render(source.doc_id, data, source.kind, page, self._cfg)
+            except Exception as exc:
+                yield self._failure(exc, source, page)
+                continue
+            self._rendered.inc()
+            ref = PageRef(
+                doc_id=source.doc_id,
+                source_uri=source.uri,
+                page_number=page,
+                width_px=rendered.width_px,
+                height_px=rendered.height_px,
+                text_layer=rendered.text_layer,
+            )
+            yield PageImage(ref=ref, image=rendered.image, image_format=rendered.image_format)
+        logger.info(
+            "rendered pages %d-%d of %d of %s", task.first_page, task.last_page, task.num_pages,
+            source.uri,
+        )
+
+    @staticmethod
+    def _failure(exc: Exception, source: SourceFile, page: int):
+        failure = Failure.from_exception(
+            exc, source_uri=source.uri, doc_id=source.doc_id, stage="render", unit=page
+        )
+        count_failure(failure)
+        return beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
+
+
+class SplitPages(beam.PTransform):
+    """SourceFile (pdf or image) → dict of `pages` (PageImage), `num_pages`
+    ((uri, n) per document) and `failures`."""
+
+    def __init__(self, cfg: RenderConfig) -> None:
+        super().__init__()
+        self._cfg = cfg
+
+    def expand(self, sources):
+        planned = sources | "PlanPageRanges" >> beam.ParDo(_PlanPages(self._cfg)).with_outputs(
+            FAILURES_TAG, NUM_PAGES_TAG, main="ranges"
+        )
+        rendered = (
+            planned.ranges
+            | "SpreadPageRanges" >> beam.Reshuffle()
+            | "RenderPages"
+            >> beam.ParDo(_RenderPages(self._cfg)).with_outputs(FAILURES_TAG, main="pages")
+        )
+        failures = (planned[FAILURES_TAG], rendered[FAILURES_TAG]) | "SplitFailures" >> beam.Flatten()
+        return {"pages": rendered.pages, "num_pages": planned[NUM_PAGES_TAG], "failures": failures}
