@@ -29,45 +29,106 @@ class VlbeamOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         r, m = RenderConfig(), ModelConfig()
-        _flag(parser, "input", action="append", default=None,
-              help="file pattern to read (local, gs://, s3://); repeatable")
+        _flag(
+            parser,
+            "input",
+            action="append",
+            default=None,
+            help="file pattern to read (local, gs://, s3://); repeatable",
+        )
         _flag(parser, "output", default=None, help="output folder for the Parquet tables")
         _flag(parser, "tasks", default="ocr", help=f"comma-separated tasks from {TASKS}")
-        _flag(parser, "run_id", default=None,
-              help="id stamped on every row (default: UTC time + random suffix)")
+        _flag(
+            parser,
+            "run_id",
+            default=None,
+            help="id stamped on every row (default: UTC time + random suffix)",
+        )
         # model
-        _flag(parser, "model", default=m.model,
-              help="hub id or local folder of a Qwen3-VL checkpoint, or 'tiny-random'")
-        _flag(parser, "backend", default=m.backend, choices=["transformers"],
-              help="inference backend")
+        _flag(
+            parser,
+            "model",
+            default=m.model,
+            help="hub id or local folder of a Qwen3-VL checkpoint, or 'tiny-random'",
+        )
+        _flag(
+            parser, "backend", default=m.backend, choices=["transformers"], help="inference backend"
+        )
         _flag(parser, "device", default=m.device, choices=DEVICES)
         _flag(parser, "dtype", default=m.dtype, choices=DTYPES)
         _flag(parser, "max_new_tokens", type=int, default=m.max_new_tokens)
         _flag(parser, "min_batch_size", type=int, default=m.min_batch_size)
         _flag(parser, "max_batch_size", type=int, default=m.max_batch_size)
         _flag(parser, "max_batch_duration_secs", type=int, default=None)
-        _flag(parser, "attn_implementation", default=None,
-              help="transformers attention implementation (sdpa, flash_attention_2, eager)")
-        _flag(parser, "large_model", action="store_true", default=False,
-              help="share one model per VM across SDK processes (RunInference large_model)")
-        _flag(parser, "ocr_prompt_file", default=None,
-              help="text file replacing the built-in OCR prompt (prompt_id pins its hash)")
+        _flag(
+            parser,
+            "attn_implementation",
+            default=None,
+            help="transformers attention implementation (sdpa, flash_attention_2, eager)",
+        )
+        _flag(
+            parser,
+            "large_model",
+            action="store_true",
+            default=False,
+            help="share one model per VM across SDK processes (RunInference large_model)",
+        )
+        _flag(
+            parser,
+            "ocr_prompt_file",
+            default=None,
+            help="text file replacing the built-in OCR prompt (prompt_id pins its hash)",
+        )
         # documents
         _flag(parser, "pdf_renderer", default=r.renderer, choices=PDF_RENDERERS)
-        _flag(parser, "pdf_password", default=None,
-              help="password for encrypted PDFs (the empty password is always tried first)")
-        _flag(parser, "target_long_side", type=int, default=r.target_long_side,
-              help="rendered page size: pixels on the longest side")
-        _flag(parser, "max_page_pixels", type=int, default=r.max_pixels,
-              help="hard cap on pixels per rendered page (larger pages are scaled down)")
-        _flag(parser, "render_timeout_s", type=float, default=r.timeout_s,
-              help="time bound for rendering one page")
-        _flag(parser, "render_memory_mb", type=int, default=r.max_memory_mb,
-              help="address-space limit of the render helper process")
-        _flag(parser, "page_image_format", default=r.image_format, choices=IMAGE_FORMATS,
-              help="how pages travel between stages (png is lossless and fastest to encode)")
-        _flag(parser, "pages_per_task", type=int, default=r.pages_per_task,
-              help="pages per render work item (big PDFs fan out in ranges of this size)")
+        _flag(
+            parser,
+            "pdf_password",
+            default=None,
+            help="password for encrypted PDFs (the empty password is always tried first)",
+        )
+        _flag(
+            parser,
+            "target_long_side",
+            type=int,
+            default=r.target_long_side,
+            help="rendered page size: pixels on the longest side",
+        )
+        _flag(
+            parser,
+            "max_page_pixels",
+            type=int,
+            default=r.max_pixels,
+            help="hard cap on pixels per rendered page (larger pages are scaled down)",
+        )
+        _flag(
+            parser,
+            "render_timeout_s",
+            type=float,
+            default=r.timeout_s,
+            help="time bound for rendering one page",
+        )
+        _flag(
+            parser,
+            "render_memory_mb",
+            type=int,
+            default=r.max_memory_mb,
+            help="address-space limit of the render helper process",
+        )
+        _flag(
+            parser,
+            "page_image_format",
+            default=r.image_format,
+            choices=IMAGE_FORMATS,
+            help="how pages travel between stages (png is lossless and fastest to encode)",
+        )
+        _flag(
+            parser,
+            "pages_per_task",
+            type=int,
+            default=r.pages_per_task,
+            help="pages per render work item (big PDFs fan out in ranges of this size)",
+        )
 
 
 def render_config(opts: VlbeamOptions) -> RenderConfig:

@@ -72,7 +72,9 @@ def build_tokenizer():
         backend = TikTokenConverter(vocab_file=str(ranks_path), pattern=QWEN2_PATTERN).converted()
     if backend.get_vocab_size() != FIRST_SPECIAL_ID:
         raise RuntimeError(f"unexpected Qwen vocabulary size {backend.get_vocab_size()}")
-    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
+    backend.add_special_tokens(
+        [AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS]
+    )
     tokenizer = Qwen2TokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",

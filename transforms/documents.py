@@ -33,12 +33,10 @@ def document_row(
 
 
 def _rows(grouped, prov: Provenance):
-    uri, parts = grouped
+    _uri, parts = grouped
     for source in parts["source"]:  # exactly one per matched uri
         num_pages = max(parts["num_pages"], default=None)
-        yield document_row(
-            source, num_pages, sum(parts["ok"]), sum(parts["failed"]), prov
-        )
+        yield document_row(source, num_pages, sum(parts["ok"]), sum(parts["failed"]), prov)
 
 
 class SummarizeDocuments(beam.PTransform):
@@ -50,11 +48,15 @@ class SummarizeDocuments(beam.PTransform):
 
     def expand(self, inputs):
         sources, num_pages, page_rows, failures = inputs
-        ok = page_rows | "OkPerDoc" >> beam.Map(lambda row: (row["source_uri"], 1)) | (
-            "SumOk" >> beam.CombinePerKey(sum)
+        ok = (
+            page_rows
+            | "OkPerDoc" >> beam.Map(lambda row: (row["source_uri"], 1))
+            | ("SumOk" >> beam.CombinePerKey(sum))
         )
-        failed = failures | "FailuresPerDoc" >> beam.Map(_failure_key) | (
-            "SumFailures" >> beam.CombinePerKey(sum)
+        failed = (
+            failures
+            | "FailuresPerDoc" >> beam.Map(_failure_key)
+            | ("SumFailures" >> beam.CombinePerKey(sum))
         )
         keyed_sources = sources | "KeySources" >> beam.Map(lambda s: (s.uri, s))
         return (

@@ -58,11 +58,17 @@ def identify_file(uri: str) -> tuple[SourceFile, str]:
     return SourceFile(uri=uri, doc_id=doc_id, kind=kind, size_bytes=size), detail
 
 
-def unprocessable_reason(source: SourceFile, detail: str, tasks: frozenset[str]) -> Exception | None:
+def unprocessable_reason(
+    source: SourceFile, detail: str, tasks: frozenset[str]
+) -> Exception | None:
     """Why a file can't go further in this run (None when it can)."""
     if source.kind in ("pdf", "image"):
-        return None if "ocr" in tasks else TaskNotEnabled(
-            f"{source.kind} input needs --tasks ocr, which is not enabled in this run"
+        return (
+            None
+            if "ocr" in tasks
+            else TaskNotEnabled(
+                f"{source.kind} input needs --tasks ocr, which is not enabled in this run"
+            )
         )
     if source.kind == "video":
         return TaskNotEnabled(
@@ -134,7 +140,10 @@ class IngestFiles(beam.PTransform):
                 FAILURES_TAG, "pdf", "image", main="sources"
             )
         )
-        failures = (matched[FAILURES_TAG], identified[FAILURES_TAG]) | "IngestFailures" >> beam.Flatten()
+        failures = (
+            matched[FAILURES_TAG],
+            identified[FAILURES_TAG],
+        ) | "IngestFailures" >> beam.Flatten()
         return {
             "sources": identified.sources,
             "pdf": identified.pdf,

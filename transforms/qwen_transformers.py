@@ -141,9 +141,9 @@ def generate_batch(
                 build_messages(request, images), tokenize=False, add_generation_prompt=True
             )
         )
-    inputs = processor(
-        text=texts, images=all_images or None, padding=True, return_tensors="pt"
-    ).to(loaded.device)
+    inputs = processor(text=texts, images=all_images or None, padding=True, return_tensors="pt").to(
+        loaded.device
+    )
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     limits = [r.max_new_tokens or cfg.max_new_tokens for r in batch]
@@ -224,7 +224,10 @@ class TransformersQwenHandler(ModelHandler[VLRequest, PredictionResult, Any]):
             else:
                 logger.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
                 results = [self._one(request, model) for request in batch]
-        return [PredictionResult(example, result) for example, result in zip(batch, results)]
+        return [
+            PredictionResult(example, result)
+            for example, result in zip(batch, results, strict=True)
+        ]
 
     def _one(self, request: VLRequest, model: Any) -> VLResult:
         try:

@@ -20,7 +20,7 @@ import sys
 import time
 
 from vlbeam.pipeline.config import RenderConfig
-from vlbeam.pipeline.errors import RemoteError, RenderTimeout, RendererCrashed, VlbeamError
+from vlbeam.pipeline.errors import RemoteError, RendererCrashed, RenderTimeout, VlbeamError
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,12 @@ class RenderWorker:
     def _doc_fields(self, doc_id: str, data: bytes, kind: str, password: str | None) -> dict:
         # Send the bytes only when the child doesn't already hold this document.
         same = self._open_doc == doc_id and self._proc is not None and self._proc.poll() is None
-        return {"doc_id": doc_id, "kind": kind, "password": password, "data": None if same else data}
+        return {
+            "doc_id": doc_id,
+            "kind": kind,
+            "password": password,
+            "data": None if same else data,
+        }
 
     def count_pages(self, doc_id: str, data: bytes, password: str | None) -> int:
         request = {"op": "count", **self._doc_fields(doc_id, data, "pdf", password)}
@@ -122,8 +127,11 @@ class RenderWorker:
             "cfg": cfg,
             **self._doc_fields(doc_id, data, kind, cfg.password),
         }
-        page = self._call(request, cfg.timeout_s + OPEN_TIMEOUT_S * (request["data"] is not None),
-                          f"rendering page {page_number}")
+        page = self._call(
+            request,
+            cfg.timeout_s + OPEN_TIMEOUT_S * (request["data"] is not None),
+            f"rendering page {page_number}",
+        )
         self._open_doc = doc_id
         return page
 

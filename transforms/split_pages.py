@@ -118,7 +118,10 @@ class _RenderPages(_RenderDoFn):
             )
             yield PageImage(ref=ref, image=rendered.image, image_format=rendered.image_format)
         logger.info(
-            "rendered pages %d-%d of %d of %s", task.first_page, task.last_page, task.num_pages,
+            "rendered pages %d-%d of %d of %s",
+            task.first_page,
+            task.last_page,
+            task.num_pages,
             source.uri,
         )
 
@@ -149,5 +152,8 @@ class SplitPages(beam.PTransform):
             | "RenderPages"
             >> beam.ParDo(_RenderPages(self._cfg)).with_outputs(FAILURES_TAG, main="pages")
         )
-        failures = (planned[FAILURES_TAG], rendered[FAILURES_TAG]) | "SplitFailures" >> beam.Flatten()
+        failures = (
+            planned[FAILURES_TAG],
+            rendered[FAILURES_TAG],
+        ) | "SplitFailures" >> beam.Flatten()
         return {"pages": rendered.pages, "num_pages": planned[NUM_PAGES_TAG], "failures": failures}

@@ -1,0 +1,40 @@
+"""Shared fixtures: the real-file corpus (../shared/corpus) and the tiny Qwen3-VL checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+def _corpus_root() -> Path:
+    return Path(os.environ.get("VLBEAM_CORPUS") or REPO.parent / "shared" / "corpus")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The corpus of real good/bad files, read in place. Missing under CI is an error."""
+    root = _corpus_root()
+    if not (root / "MANIFEST.tsv").is_file():
+        message = f"corpus not found at {root} (set VLBEAM_CORPUS)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Build the tiny random checkpoint once per session; `--model tiny-random` resolves to it."""
+    from vlbeam.pipeline.tiny_model import ensure_tiny_model
+
+    cache = tmp_path_factory.mktemp("vlbeam-cache")
+    os.environ["VLBEAM_CACHE"] = str(cache)
+    return ensure_tiny_model()
