@@ -98,13 +98,25 @@ class _ToPageRows(beam.DoFn):
             logger.info("OCR: %d pages done in this worker (%.2f pages/s)", self._done, rate)
 
 
+def dead_letter_error(exc) -> tuple[str, str]:
+    """(error_type, message) from a RunInference dead letter's exception part, which
+    Beam gives as `(type, repr(exception), traceback lines)`."""
+    if isinstance(exc, BaseException):
+        return type(exc).__name__, str(exc) or repr(exc)
+    exc_type, exc_repr = exc[0], exc[1]
+    lines = [line.strip() for line in (exc[2] if len(exc) > 2 else []) if line.strip()]
+    message = lines[-1] if lines else str(exc_repr)
+    return getattr(exc_type, "__name__", str(exc_type)), message
+
+
 class _FailedBatchToFailures(beam.DoFn):
     """RunInference's dead letters: (failed batch of (PageRef, VLRequest), exception)."""
 
     def process(self, failed):
         batch, exc = failed
+        error_type, message = dead_letter_error(exc)
         for ref, _request in batch:
-            failure = inference_failure(ref, type(exc).__name__, str(exc) or repr(exc))
+            failure = inference_failure(ref, error_type, message)
             count_failure(failure)
             yield failure
 

@@ -1,0 +1,49 @@
+"""Helpers for pipeline tests: run the job in-process and read its tables back."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+from vlbeam.pipeline.config import ModelConfig
+from vlbeam.pipeline.elements import VLRequest, VLResult
+from vlbeam.pipeline.run import run
+from vlbeam.transforms.qwen_transformers import TransformersQwenHandler
+
+SAMPLES_GLOB = str(Path(__file__).resolve().parents[1] / "samples" / "*.pdf")
+
+
+def read_table(out: Path, table: str) -> list[dict]:
+    return pq.read_table(out / table).to_pylist()
+
+
+def echo_inference(model, batch: Sequence[VLRequest], cfg: ModelConfig) -> list[VLResult]:
+    """A test double that looks at what it was given: it reports each image's size."""
+    results = []
+    for request in batch:
+        sizes = [Image.open(io.BytesIO(data)).size for data in request.images]
+        text = " ".join(f"{w}x{h}" for w, h in sizes) + f" | {request.prompt}"
+        results.append(
+            VLResult(
+                text=text, input_tokens=10, output_tokens=3, finish_reason="stop", latency_s=0.01
+            )
+        )
+    return results
+
+
+def fake_handler(inference_fn=echo_inference, **cfg) -> TransformersQwenHandler:
+    """The real handler class with the model load and the generate call replaced."""
+    return TransformersQwenHandler(
+        ModelConfig(model=cfg.pop("model", "fake-model"), **cfg),
+        inference_fn=inference_fn,
+        loader=lambda _cfg: None,
+    )
+
+
+def run_job(inputs: list[str], out: Path, *extra: str, handler=None):
+    argv = [f"--input={pattern}" for pattern in inputs] + [f"--output={out}", *extra]
+    return run(argv, model_handler=handler)

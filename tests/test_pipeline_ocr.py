@@ -1,0 +1,196 @@
+"""End-to-end OCR job through Beam's in-process runner."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, read_table, run_job
+from vlbeam.pipeline.elements import VLResult
+from vlbeam.pipeline.errors import ModelNotFound
+
+
+def test_tiny_model_end_to_end_on_samples(tiny_model, tmp_path):
+    """The real transformers path (from_pretrained on a folder, batched generate)."""
+    out = tmp_path / "out"
+    run_job(
+        [SAMPLES_GLOB],
+        out,
+        "--model=tiny-random",
+        "--max-new-tokens=6",
+        "--max-batch-size=2",
+        "--run-id=r1",
+    )
+    docs = read_table(out, "documents")
+    pages = read_table(out, "pages")
+    assert read_table(out, "failures") == []
+    assert sorted(d["source_uri"].rsplit("/", 1)[1] for d in docs) == [
+        "born_digital.pdf",
+        "scanned_page.pdf",
+    ]
+    assert {d["status"] for d in docs} == {"ok"} and {d["num_pages"] for d in docs} == {1}
+    assert len(pages) == 2
+    for page in pages:
+        assert page["model"] == "tiny-random" and page["backend"] == "transformers"
+        assert page["prompt_id"] == "ocr_markdown_v1" and page["run_id"] == "r1"
+        # random weights never emit EOS: every page is visibly truncated at the limit
+        assert page["finish_reason"] == "length" and page["output_tokens"] == 6
+        assert page["input_tokens"] > 100  # the image's visual tokens are counted
+        assert page["latency_s"] > 0 and isinstance(page["text"], str)
+        assert max(page["width_px"], page["height_px"]) == 1288
+    born = next(p for p in pages if p["source_uri"].endswith("born_digital.pdf"))
+    assert "born-digital page" in born["text_layer"]
+    scanned = next(p for p in pages if p["source_uri"].endswith("scanned_page.pdf"))
+    assert scanned["text_layer"] is None
+
+
+def test_doc_ids_are_content_hashes_and_reruns_replace_output(tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(Path(SAMPLES_GLOB).parent, src, ignore=shutil.ignore_patterns("*.md"))
+    out = tmp_path / "out"
+    run_job([f"{src}/*.pdf"], out, "--run-id=a", handler=fake_handler())
+    first = sorted(read_table(out, "pages"), key=lambda r: r["doc_id"])
+    # A second run (new run id, one input removed) replaces every table: no mix of runs.
+    (src / "born_digital.pdf").unlink()
+    run_job([f"{src}/*.pdf"], out, "--run-id=b", handler=fake_handler())
+    second = read_table(out, "pages")
+    assert {r["run_id"] for r in second} == {"b"} and len(second) == 1
+    assert {r["run_id"] for r in read_table(out, "documents")} == {"b"}
+    assert not (out / "_staging").exists()
+    # Same inputs again with the same run id: the very same rows.
+    (src / "born_digital.pdf").write_bytes(
+        (Path(SAMPLES_GLOB).parent / "born_digital.pdf").read_bytes()
+    )
+    run_job([f"{src}/*.pdf"], out, "--run-id=a", handler=fake_handler())
+    assert sorted(read_table(out, "pages"), key=lambda r: r["doc_id"]) == first
+    import hashlib
+
+    expected = hashlib.sha256((src / "born_digital.pdf").read_bytes()).hexdigest()
+    assert expected in {r["doc_id"] for r in first}
+
+
+def test_inference_error_fails_only_that_page(tmp_path, corpus):
+    """One page raising inside a batch: that page → failures, the rest of the batch kept."""
+    pdf = corpus / "pdf/good/pdfjs_tracemonkey.pdf"  # 14 pages
+
+    def flaky(model, batch, cfg):
+        if any(len(r.images[0]) % 7 == 0 for r in batch) and len(batch) > 1:
+            raise RuntimeError("batch contains a poisoned page")
+        return [
+            VLResult.failed(ValueError("poisoned page"))
+            if len(r.images[0]) % 7 == 0
+            else VLResult(
+                text="ok", input_tokens=1, output_tokens=1, finish_reason="stop", latency_s=0.0
+            )
+            for r in batch
+        ]
+
+    out = tmp_path / "out"
+    run_job(
+        [str(pdf)],
+        out,
+        "--max-batch-size=4",
+        "--min-batch-size=4",
+        "--target-long-side=400",
+        handler=fake_handler(flaky, max_batch_size=4, min_batch_size=4),
+    )
+    pages, failures = read_table(out, "pages"), read_table(out, "failures")
+    assert len(pages) + len(failures) == 14
+    assert {p["page_number"] for p in pages} | {f["unit"] for f in failures} == set(range(1, 15))
+    for failure in failures:
+        assert failure["stage"] == "inference" and failure["error_type"] == "ValueError"
+        assert failure["message"] == "poisoned page"
+    [doc] = read_table(out, "documents")
+    assert doc["num_pages"] == 14
+    assert doc["status"] == ("partial" if failures else "ok")
+    assert doc["num_failures"] == len(failures)
+
+
+def test_whole_batch_dead_letters_become_failure_rows(tmp_path):
+    """A handler whose run_inference itself raises: RunInference's dead-letter output."""
+
+    class Broken(type(fake_handler())):
+        def run_inference(self, batch, model, inference_args=None):
+            raise MemoryError("CUDA out of memory (simulated)")
+
+    handler = Broken(fake_handler()._cfg, inference_fn=None, loader=lambda _c: None)
+    out = tmp_path / "out"
+    run_job([SAMPLES_GLOB], out, handler=handler)
+    failures = read_table(out, "failures")
+    assert read_table(out, "pages") == []
+    assert len(failures) == 2
+    assert {f["error_type"] for f in failures} == {"MemoryError"}
+    assert {f["stage"] for f in failures} == {"inference"} and {f["unit"] for f in failures} == {1}
+    assert {d["status"] for d in read_table(out, "documents")} == {"failed"}
+
+
+def test_images_videos_and_junk(tmp_path, corpus):
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (3000, 1500), "white").save(src / "photo.dat", format="JPEG")
+    shutil.copy(corpus / "video/good/love2d_sample.ogv", src / "clip.ogv")
+    (src / "notes.pdf").write_text("<!DOCTYPE html><html><body>not a pdf</body></html>")
+    (src / "empty.pdf").write_bytes(b"")
+    out = tmp_path / "out"
+    run_job([f"{src}/*", f"{tmp_path}/nothing-here/*"], out, handler=fake_handler())
+    docs = {Path(d["source_uri"]).name: d for d in read_table(out, "documents")}
+    failures = {Path(f["source_uri"]).name: f for f in read_table(out, "failures")}
+    assert set(docs) == {"photo.dat", "clip.ogv", "notes.pdf", "empty.pdf"}
+    assert docs["photo.dat"]["kind"] == "image" and docs["photo.dat"]["status"] == "ok"
+    [page] = read_table(out, "pages")
+    assert (page["width_px"], page["height_px"]) == (1288, 644)
+    assert page["text"].startswith("1288x644 | ")  # the model saw the downscaled image
+    assert docs["clip.ogv"]["kind"] == "video"
+    assert failures["clip.ogv"]["stage"] == "task"
+    assert "--tasks grounding" in failures["clip.ogv"]["message"]
+    assert failures["notes.pdf"]["error_type"] == "UnsupportedInput"
+    assert "html" in failures["notes.pdf"]["message"]
+    assert failures["empty.pdf"]["error_type"] == "EmptyFile"
+    assert failures["*"]["error_type"] == "NoFilesMatched"  # the pattern that matched nothing
+    assert {d["status"] for n, d in docs.items() if n != "photo.dat"} == {"failed"}
+
+
+def test_pdf2image_renderer(tmp_path):
+    out = tmp_path / "out"
+    run_job([SAMPLES_GLOB], out, "--pdf-renderer=pdf2image", handler=fake_handler())
+    pages = read_table(out, "pages")
+    assert len(pages) == 2 and read_table(out, "failures") == []
+    for page in pages:
+        assert max(page["width_px"], page["height_px"]) in (1287, 1288, 1289)
+        assert page["text"].startswith(f"{page['width_px']}x{page['height_px']}")
+
+
+def test_custom_prompt_file_is_versioned(tmp_path):
+    prompt = tmp_path / "my_prompt.txt"
+    prompt.write_text("Transcribe this page as GitHub-flavoured markdown.")
+    out = tmp_path / "out"
+    run_job([SAMPLES_GLOB], out, f"--ocr-prompt-file={prompt}", handler=fake_handler())
+    pages = read_table(out, "pages")
+    assert {p["prompt_id"] for p in pages} == {pages[0]["prompt_id"]}
+    assert pages[0]["prompt_id"].startswith("file:my_prompt:")
+    assert all(
+        p["text"].endswith("| Transcribe this page as GitHub-flavoured markdown.") for p in pages
+    )
+
+
+def test_unknown_model_fails_fast_with_guidance(tmp_path, capsys):
+    from vlbeam.pipeline.cli import main
+
+    code = main(
+        [
+            "run",
+            f"--input={SAMPLES_GLOB}",
+            f"--output={tmp_path / 'o'}",
+            "--model=nobody/no-such-model",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--model tiny-random" in err and "nobody/no-such-model" in err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ModelNotFound, match="config.json"):
+        run_job([SAMPLES_GLOB], tmp_path / "o", f"--model={tmp_path}")
