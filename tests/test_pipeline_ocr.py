@@ -192,5 +192,5 @@ def test_unknown_model_fails_fast_with_guidance(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--model tiny-random" in err and "nobody/no-such-model" in err
     assert not (tmp_path / "o").exists()
-    with pytest.raises(ModelNotFound, match="config.json"):
+    with pytest.raises(ModelNotFound, match=r"config\.json"):
         run_job([SAMPLES_GLOB], tmp_path / "o", f"--model={tmp_path}")
