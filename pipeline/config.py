@@ -12,7 +12,7 @@ PDF_RENDERERS = ("pypdfium2", "pdf2image")
 IMAGE_FORMATS = ("png", "webp", "jpeg")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-TASKS = ("ocr",)
+TASKS = ("ocr", "grounding")
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,56 @@ class PageRef:
     def page_id(self) -> str:
         return f"{self.doc_id}:{self.page_number}"
 
+    def failure(self, stage: str, error_type: str, message: str) -> Failure:
+        return Failure(self.source_uri, self.doc_id, stage, error_type, message, self.page_number)
+
+
+@dataclass(frozen=True)
+class VideoWindow:
+    """A unit of video work: the time range [start_s, end_s) of one video."""
+
+    source: SourceFile
+    index: int
+    start_s: float
+    end_s: float
+    duration_s: float
+
+    def __post_init__(self) -> None:
+        if self.index < 0 or not 0 <= self.start_s < self.end_s <= self.duration_s + 1e-6:
+            raise ValueError(f"bad window {self.index}: {self.start_s}..{self.end_s}")
+
+    def describe(self) -> str:
+        return f"window {self.index} ({self.start_s:.1f}-{self.end_s:.1f} s)"
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    """What identifies a video window and travels as the key through RunInference."""
+
+    doc_id: str
+    source_uri: str
+    window_index: int
+    start_s: float
+    end_s: float
+    frame_times_s: tuple[float, ...]
+
+    def failure(self, stage: str, error_type: str, message: str) -> Failure:
+        return Failure(
+            self.source_uri, self.doc_id, stage, error_type, message, self.window_index
+        )
+
+
+@dataclass(frozen=True)
+class WindowFrames:
+    """A window's sampled frames (JPEG bytes) with their true times in seconds."""
+
+    ref: WindowRef
+    frames: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.frames) != len(self.ref.frame_times_s) or not self.frames:
+            raise ValueError("a window needs one time per frame, and at least one frame")
+
 
 @dataclass(frozen=True)
 class PageImage:
@@ -79,15 +129,22 @@ class PageImage:
 
 @dataclass(frozen=True)
 class VLRequest:
-    """One model call: images (encoded bytes) and a text prompt."""
+    """One model call: images (encoded bytes) and a text prompt.
+
+    With `frame_times_s` set, the images are the frames of one video clip, shown to
+    the model as video with those timestamps (seconds from the start of the video).
+    """
 
     images: tuple[bytes, ...]
     prompt: str
     max_new_tokens: int | None = None
+    frame_times_s: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt:
             raise ValueError("prompt must not be empty")
+        if self.frame_times_s is not None and len(self.frame_times_s) != len(self.images):
+            raise ValueError("a video request needs one timestamp per frame")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from vlbeam.pipeline.config import (
     ModelConfig,
     RenderConfig,
 )
+from vlbeam.transforms.split_video import VideoConfig
+from vlbeam.transforms.video_decode import SamplingConfig
 
 
 def _flag(parser, name: str, **kwargs) -> None:
@@ -37,7 +39,8 @@ class VlbeamOptions(PipelineOptions):
             help="file pattern to read (local, gs://, s3://); repeatable",
         )
         _flag(parser, "output", default=None, help="output folder for the Parquet tables")
-        _flag(parser, "tasks", default="ocr", help=f"comma-separated tasks from {TASKS}")
+        _flag(parser, "tasks", default=",".join(TASKS),
+              help=f"comma-separated tasks from {TASKS}: ocr for PDFs/images, grounding for video")
         _flag(
             parser,
             "run_id",
@@ -129,6 +132,38 @@ class VlbeamOptions(PipelineOptions):
             default=r.pages_per_task,
             help="pages per render work item (big PDFs fan out in ranges of this size)",
         )
+
+
+        # video
+        v, vs = VideoConfig(), SamplingConfig()
+        _flag(parser, "query", action="append", default=None,
+              help="grounding query (repeatable); without any, each window gets an event timeline")
+        _flag(parser, "queries_file", default=None, help="file with one grounding query per line")
+        _flag(parser, "grounding_prompt_file", default=None,
+              help="text file replacing the built-in grounding prompt ({queries} is filled in)")
+        _flag(parser, "window_seconds", type=float, default=v.window_s,
+              help="length of the video windows the model sees")
+        _flag(parser, "window_overlap_seconds", type=float, default=v.overlap_s,
+              help="overlap between consecutive windows (events on a boundary stay whole)")
+        _flag(parser, "fps", type=float, default=vs.fps, help="frames sampled per second")
+        _flag(parser, "max_frames_per_window", type=int, default=vs.max_frames)
+        _flag(parser, "max_pixels_per_frame", type=int, default=vs.max_pixels)
+        _flag(parser, "decode_timeout_s", type=float, default=v.timeout_s,
+              help="time bound for probing a video or decoding one window")
+
+
+def video_config(opts: VlbeamOptions) -> VideoConfig:
+    return VideoConfig(
+        window_s=opts.window_seconds,
+        overlap_s=opts.window_overlap_seconds,
+        sampling=SamplingConfig(
+            fps=opts.fps,
+            max_frames=opts.max_frames_per_window,
+            max_pixels=opts.max_pixels_per_frame,
+        ),
+        timeout_s=opts.decode_timeout_s,
+        max_memory_mb=opts.render_memory_mb,
+    )
 
 
 def render_config(opts: VlbeamOptions) -> RenderConfig:

@@ -31,3 +31,26 @@ def prompt_from_file(path: str) -> Prompt:
 
 def ocr_prompt(path: str | None) -> Prompt:
     return prompt_from_file(path) if path else builtin_prompt(DEFAULT_OCR_PROMPT_ID)
+
+
+GROUNDING_QUERY_PROMPT_ID = "grounding_query_v1"
+TIMELINE_PROMPT_ID = "timeline_v1"
+
+
+def grounding_prompt(path: str | None, queries: list[str]) -> Prompt:
+    """The grounding prompt: query grounding when `queries` is non-empty, else the event
+    timeline. A prompt file replaces either; `{queries}` in it is filled in."""
+    if path:
+        template = prompt_from_file(path)
+    else:
+        template = builtin_prompt(GROUNDING_QUERY_PROMPT_ID if queries else TIMELINE_PROMPT_ID)
+    numbered = "\n".join(f"{i}. {q}" for i, q in enumerate(queries, 1))
+    return Prompt(template.prompt_id, template.text.replace("{queries}", numbered))
+
+
+def read_queries(queries: list[str] | None, queries_file: str | None) -> list[str]:
+    """--query values then one query per non-empty line of --queries-file, de-duplicated."""
+    found = list(queries or [])
+    if queries_file:
+        found += Path(queries_file).read_text(encoding="utf-8").splitlines()
+    return list(dict.fromkeys(q.strip() for q in found if q.strip()))

@@ -1,4 +1,4 @@
-"""The `vlbeam run` job: ingest → split → OCR → Parquet tables."""
+"""The `vlbeam run` job: ingest → split (pages, video windows) → Qwen3-VL → Parquet tables."""
 
 from __future__ import annotations
 
@@ -17,15 +17,19 @@ from vlbeam.pipeline.options import (
     model_config,
     parse_tasks,
     render_config,
+    video_config,
 )
 from vlbeam.pipeline.output import join, publish, staging_dir
-from vlbeam.pipeline.prompts import ocr_prompt
+from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
 from vlbeam.pipeline.summary import counters, format_summary
-from vlbeam.schemas import DOCUMENTS, FAILURES, PAGES, TABLES
+from vlbeam.schemas import TABLES
 from vlbeam.transforms.documents import SummarizeDocuments
+from vlbeam.transforms.grounding import GroundVideo, window_request
+from vlbeam.transforms.inference import InferVL
 from vlbeam.transforms.ingest import IngestFiles
-from vlbeam.transforms.ocr import OcrPages
+from vlbeam.transforms.ocr import ToPageRows, page_request
 from vlbeam.transforms.split_pages import SplitPages
+from vlbeam.transforms.split_video import SplitVideo
 from vlbeam.transforms.write import WriteTable
 
 logger = logging.getLogger(__name__)
@@ -33,37 +37,80 @@ logger = logging.getLogger(__name__)
 DEFAULT_RUNNER = "FnApiRunner"  # in-process; never tries to download a runner binary
 
 
+def _is_page(keyed) -> bool:
+    from vlbeam.pipeline.elements import PageRef
+
+    return isinstance(keyed[0], PageRef)
+
+
 def build_pipeline(p: beam.Pipeline, opts: VlbeamOptions, handler: ModelHandler, run_id: str):
     """Wire the whole job onto `p` (no I/O happens here)."""
     tasks = parse_tasks(opts.tasks)
-    render_cfg = render_config(opts)
-    prompt = ocr_prompt(opts.ocr_prompt_file)
-    prov = Provenance(
-        model=opts.model,
-        backend=getattr(handler, "backend", "custom"),
-        prompt_id=prompt.prompt_id,
-        run_id=run_id,
-    )
+    backend = getattr(handler, "backend", "custom")
+    ocr_p = ocr_prompt(opts.ocr_prompt_file)
+    queries = read_queries(opts.query, opts.queries_file)
+    ground_p = grounding_prompt(opts.grounding_prompt_file, queries)
+    video_cfg = video_config(opts)
+    page_prov = Provenance(opts.model, backend, ocr_p.prompt_id, run_id)
+    video_prov = Provenance(opts.model, backend, ground_p.prompt_id, run_id)
     staged = staging_dir(opts.output, run_id)
+
+    def write(pcoll, table: str):
+        return pcoll | f"Write_{table}" >> WriteTable(join(staged, table), TABLES[table])
 
     patterns = p | "InputPatterns" >> beam.Create(list(opts.input))
     ingest = patterns | "Ingest" >> IngestFiles(tasks)
+
     to_split = (ingest["pdf"], ingest["image"]) | "DocumentsToSplit" >> beam.Flatten()
-    split = to_split | "SplitPages" >> SplitPages(render_cfg)
-    ocr = split["pages"] | "OCR" >> OcrPages(handler, prompt, prov)
-    failures = (ingest["failures"], split["failures"], ocr["failures"]) | (
-        "AllFailures" >> beam.Flatten()
+    pages = to_split | "SplitPages" >> SplitPages(render_config(opts))
+    video = ingest["video"] | "SplitVideo" >> SplitVideo(video_cfg)
+
+    requests = (
+        pages["pages"] | "OcrRequests" >> beam.Map(page_request, ocr_p),
+        video["windows"] | "GroundingRequests" >> beam.Map(window_request, ground_p),
+    ) | "AllRequests" >> beam.Flatten()
+    inferred = requests | "Infer" >> InferVL(handler)
+    page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
+        lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
     )
-    documents = (ingest["sources"], split["num_pages"], ocr["pages"], failures) | (
-        "Documents" >> SummarizeDocuments(prov)
+    page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov))
+    grounded = window_results | "Grounding" >> GroundVideo(
+        video_prov, queries, gap_s=1.0 / video_cfg.sampling.fps
     )
-    documents | "WriteDocuments" >> WriteTable(join(staged, "documents"), DOCUMENTS)
-    ocr["pages"] | "WritePages" >> WriteTable(join(staged, "pages"), PAGES)
-    (
-        failures
-        | "FailureRows" >> beam.Map(lambda failure: failure.to_row(run_id))
-        | "WriteFailures" >> WriteTable(join(staged, "failures"), FAILURES)
+
+    failures = (
+        ingest["failures"],
+        pages["failures"],
+        video["failures"],
+        inferred["failures"],
+        grounded["failures"],
+    ) | "AllFailures" >> beam.Flatten()
+    facts = (
+        pages["num_pages"] | "PageFacts" >> beam.MapTuple(lambda uri, n: (uri, {"num_pages": n})),
+        video["facts"],
+    ) | "AllFacts" >> beam.Flatten()
+    ok_units = (
+        page_rows | "OkPages" >> beam.Map(lambda row: row["source_uri"]),
+        grounded["ok"],
+    ) | "AllOkUnits" >> beam.Flatten()
+    provenance = {
+        "pdf": vars_of(page_prov),
+        "image": vars_of(page_prov),
+        "video": vars_of(video_prov),
+    }
+    documents = (ingest["sources"], facts, ok_units, failures) | (
+        "Documents" >> SummarizeDocuments(provenance, run_id)
     )
+
+    write(documents, "documents")
+    write(page_rows, "pages")
+    write(grounded["windows"], "video_windows")
+    write(grounded["events"], "video_events")
+    write(failures | "FailureRows" >> beam.Map(lambda f: f.to_row(run_id)), "failures")
+
+
+def vars_of(prov: Provenance) -> dict:
+    return {"model": prov.model, "backend": prov.backend, "prompt_id": prov.prompt_id}
 
 
 def run(

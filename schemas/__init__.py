@@ -3,7 +3,15 @@
 from vlbeam.schemas.documents import DOCUMENTS
 from vlbeam.schemas.failures import FAILURES
 from vlbeam.schemas.pages import PAGES
+from vlbeam.schemas.video_events import VIDEO_EVENTS
+from vlbeam.schemas.video_windows import VIDEO_WINDOWS
 
-TABLES = {"documents": DOCUMENTS, "pages": PAGES, "failures": FAILURES}
+TABLES = {
+    "documents": DOCUMENTS,
+    "pages": PAGES,
+    "video_windows": VIDEO_WINDOWS,
+    "video_events": VIDEO_EVENTS,
+    "failures": FAILURES,
+}
 
-__all__ = ["DOCUMENTS", "FAILURES", "PAGES", "TABLES"]
+__all__ = ["DOCUMENTS", "FAILURES", "PAGES", "TABLES", "VIDEO_EVENTS", "VIDEO_WINDOWS"]

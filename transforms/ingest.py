@@ -71,7 +71,7 @@ def unprocessable_reason(
             )
         )
     if source.kind == "video":
-        return TaskNotEnabled(
+        return None if "grounding" in tasks else TaskNotEnabled(
             "video input needs --tasks grounding, which is not enabled in this run"
         )
     if source.size_bytes == 0:
@@ -121,7 +121,7 @@ class _IdentifyFiles(beam.DoFn):
 
 class IngestFiles(beam.PTransform):
     """patterns → a dict of PCollections: `sources` (every matched file, once, as a
-    SourceFile), `pdf` and `image` (the ones to process), and `failures`."""
+    SourceFile), `pdf`, `image` and `video` (the ones to process), and `failures`."""
 
     def __init__(self, tasks: frozenset[str]) -> None:
         super().__init__()
@@ -137,7 +137,7 @@ class IngestFiles(beam.PTransform):
             | "SpreadFiles" >> beam.Reshuffle()
             | "HashAndSniff"
             >> beam.ParDo(_IdentifyFiles(self._tasks)).with_outputs(
-                FAILURES_TAG, "pdf", "image", main="sources"
+                FAILURES_TAG, "pdf", "image", "video", main="sources"
             )
         )
         failures = (
@@ -148,5 +148,6 @@ class IngestFiles(beam.PTransform):
             "sources": identified.sources,
             "pdf": identified.pdf,
             "image": identified.image,
+            "video": identified.video,
             "failures": failures,
         }

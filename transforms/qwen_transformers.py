@@ -120,9 +120,58 @@ def decode_images(request: VLRequest) -> list:
 
 
 def build_messages(request: VLRequest, images: list) -> list[dict]:
-    content = [{"type": "image", "image": image} for image in images]
+    if request.frame_times_s is not None:
+        content = [{"type": "video"}]
+    else:
+        content = [{"type": "image", "image": image} for image in images]
     content.append({"type": "text", "text": request.prompt})
     return [{"role": "user", "content": content}]
+
+
+# Frame times reach the processor as integer indices at this "frame rate", so the
+# timestamps it writes into the prompt (index / fps) are the frames' true times.
+TIMESTAMP_FPS = 1000.0
+
+
+def video_metadata(frame_times_s: tuple[float, ...]):
+    """Qwen3-VL video metadata whose timestamps are exactly `frame_times_s`."""
+    from transformers.video_utils import VideoMetadata
+
+    return VideoMetadata(
+        total_num_frames=len(frame_times_s),
+        fps=TIMESTAMP_FPS,
+        frames_indices=[round(t * TIMESTAMP_FPS) for t in frame_times_s],
+    )
+
+
+def processor_inputs(processor, batch: Sequence[VLRequest]) -> dict:
+    """Chat-templated text plus images / videos (with exact timestamps) for a batch."""
+    import numpy as np
+
+    texts, images, videos, metadata = [], [], [], []
+    for request in batch:
+        decoded = decode_images(request)
+        if request.frame_times_s is not None:
+            videos.append(np.stack([np.asarray(im) for im in _same_size(decoded)]))
+            metadata.append(video_metadata(request.frame_times_s))
+        else:
+            images.extend(decoded)
+        texts.append(
+            processor.apply_chat_template(
+                build_messages(request, decoded), tokenize=False, add_generation_prompt=True
+            )
+        )
+    kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+    if images:
+        kwargs["images"] = images
+    if videos:
+        kwargs.update(videos=videos, video_metadata=metadata, do_sample_frames=False)
+    return processor(**kwargs)
+
+
+def _same_size(images: list) -> list:
+    size = images[0].size
+    return [im if im.size == size else im.resize(size) for im in images]
 
 
 def generate_batch(
@@ -132,20 +181,10 @@ def generate_batch(
     import torch
 
     processor, model = loaded.processor, loaded.model
-    all_images, texts = [], []
-    for request in batch:
-        images = decode_images(request)
-        all_images.extend(images)
-        texts.append(
-            processor.apply_chat_template(
-                build_messages(request, images), tokenize=False, add_generation_prompt=True
-            )
-        )
-    inputs = processor(text=texts, images=all_images or None, padding=True, return_tensors="pt").to(
-        loaded.device
-    )
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    inputs = processor_inputs(processor, batch).to(loaded.device)
+    for name in ("pixel_values", "pixel_values_videos"):
+        if name in inputs:
+            inputs[name] = inputs[name].to(model.dtype)
     limits = [r.max_new_tokens or cfg.max_new_tokens for r in batch]
     started = time.perf_counter()
     with torch.inference_mode():

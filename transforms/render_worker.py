@@ -120,6 +120,15 @@ class RenderWorker:
         self._open_doc = doc_id
         return n
 
+    def probe_video(self, uri: str, timeout_s: float):
+        """VideoInfo of the file at `uri` (read in the helper, never sent over the pipe)."""
+        return self._call({"op": "video_probe", "uri": uri}, timeout_s, "probing the video")
+
+    def sample_video(self, uri: str, start_s: float, end_s: float, cfg, timeout_s: float):
+        """(frames, decode errors) for [start_s, end_s) of the video at `uri`."""
+        request = {"op": "video_window", "uri": uri, "start": start_s, "end": end_s, "cfg": cfg}
+        return self._call(request, timeout_s, f"decoding {start_s:.1f}-{end_s:.1f} s")
+
     def render(self, doc_id: str, data: bytes, kind: str, page_number: int, cfg: RenderConfig):
         request = {
             "op": "render",
@@ -144,6 +153,24 @@ class _ChildState:
         self.doc_id: str | None = None
         self.data: bytes | None = None
         self.doc = None
+        self.video_uri: str | None = None
+        self.video = None  # (container, VideoInfo)
+
+    def open_video(self, uri: str):
+        from vlbeam.transforms.video_decode import open_container, probe
+
+        if uri != self.video_uri:
+            if self.video is not None:
+                self.video[0].close()
+            self.video_uri, self.video = None, None
+            source = uri
+            if "://" in uri:  # gs://, s3://, ...: a seekable file object from Beam
+                from apache_beam.io.filesystems import FileSystems
+
+                source = FileSystems.open(uri, compression_type="uncompressed")
+            container = open_container(source)
+            self.video, self.video_uri = (container, probe(container)), uri
+        return self.video
 
     def open(self, request: dict):
         from vlbeam.transforms.pdf_render import open_pdf
@@ -161,6 +188,13 @@ class _ChildState:
 def _handle(state: _ChildState, request: dict):
     from vlbeam.transforms.pdf_render import count_pages, render_image, render_pdf_page
 
+    if request["op"] == "video_probe":
+        return state.open_video(request["uri"])[1]
+    if request["op"] == "video_window":
+        from vlbeam.transforms.video_decode import sample_window
+
+        container, info = state.open_video(request["uri"])
+        return sample_window(container, info, request["start"], request["end"], request["cfg"])
     state.open(request)
     if request["op"] == "count":
         return count_pages(state.data, request["password"])

@@ -1,0 +1,18 @@
+"""`video_events/`: one row per time span, merged across windows (see README for the rule)."""
+
+import pyarrow as pa
+
+VIDEO_EVENTS = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("query", pa.string(), nullable=True),  # null for the event timeline
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("description", pa.string(), nullable=True),
+        pa.field("window_indexes", pa.list_(pa.int32()), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)

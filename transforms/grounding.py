@@ -1,0 +1,153 @@
+"""Temporal grounding: video windows → model requests; answers → `video_windows` rows,
+`video_events` rows (spans merged across windows) and `parse` failures."""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from vlbeam.pipeline.config import Prompt
+from vlbeam.pipeline.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
+from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
+from vlbeam.transforms.grounding_parse import (
+    MergedSpan,
+    Span,
+    UnparseableAnswer,
+    clamp_spans,
+    merge_spans,
+    parse_spans,
+)
+
+logger = logging.getLogger(__name__)
+
+SPANS_TAG = "spans"
+OK_TAG = "ok"
+RAW_TEXT_LIMIT = 20_000
+
+
+def window_request(window: WindowFrames, prompt: Prompt) -> tuple[WindowRef, VLRequest]:
+    return window.ref, VLRequest(
+        images=window.frames, prompt=prompt.text, frame_times_s=window.ref.frame_times_s
+    )
+
+
+def window_row(ref: WindowRef, result: VLResult, prov: Provenance) -> dict:
+    return {
+        "doc_id": ref.doc_id,
+        "source_uri": ref.source_uri,
+        "window_index": ref.window_index,
+        "start_s": ref.start_s,
+        "end_s": ref.end_s,
+        "frame_times_s": list(ref.frame_times_s),
+        "num_frames": len(ref.frame_times_s),
+        "model": prov.model,
+        "backend": prov.backend,
+        "prompt_id": prov.prompt_id,
+        "raw_output": result.text,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "finish_reason": result.finish_reason,
+        "latency_s": result.latency_s,
+        "run_id": prov.run_id,
+    }
+
+
+def assign_queries(spans: list[Span], queries: list[str]) -> list[tuple[str | None, Span]]:
+    """Which query each span answers (None for the event timeline)."""
+    if not queries:
+        return [(None, span) for span in spans]
+    assigned = []
+    for span in spans:
+        if span.query_index is not None and 1 <= span.query_index <= len(queries):
+            assigned.append((queries[span.query_index - 1], span))
+        elif len(queries) == 1:
+            assigned.append((queries[0], span))
+        else:
+            raise UnparseableAnswer(
+                f"a span names no valid query number (1..{len(queries)}): {span}"
+            )
+    return assigned
+
+
+def window_spans(ref: WindowRef, text: str, queries: list[str]) -> list[tuple[str | None, Span]]:
+    """Parse, clamp to the window, and attribute spans to queries."""
+    return assign_queries(clamp_spans(parse_spans(text), ref.start_s, ref.end_s), queries)
+
+
+def event_row(doc: tuple[str, str], merged: MergedSpan, prov: Provenance) -> dict:
+    doc_id, uri = doc
+    return {
+        "doc_id": doc_id,
+        "source_uri": uri,
+        "query": merged.query,
+        "start_s": merged.start_s,
+        "end_s": merged.end_s,
+        "description": merged.description,
+        "window_indexes": list(merged.window_indexes),
+        "model": prov.model,
+        "prompt_id": prov.prompt_id,
+        "run_id": prov.run_id,
+    }
+
+
+class ParseWindows(beam.DoFn):
+    """(WindowRef, VLResult) → a `video_windows` row (always, raw answer kept), spans
+    keyed by (doc, query) on `spans`, the uri on `ok`, or a `parse` failure."""
+
+    def __init__(self, prov: Provenance, queries: list[str]) -> None:
+        self._prov = prov
+        self._queries = queries
+        self._windows = Metrics.counter(NAMESPACE, "video_windows_ok")
+        self._input_tokens = Metrics.counter(NAMESPACE, "input_tokens")
+        self._output_tokens = Metrics.counter(NAMESPACE, "output_tokens")
+
+    def process(self, keyed):
+        ref, result = keyed
+        self._input_tokens.inc(result.input_tokens or 0)
+        self._output_tokens.inc(result.output_tokens or 0)
+        yield window_row(ref, result, self._prov)
+        try:
+            spans = window_spans(ref, result.text or "", self._queries)
+        except UnparseableAnswer as exc:
+            raw = (result.text or "")[:RAW_TEXT_LIMIT]
+            failure = ref.failure("parse", "UnparseableAnswer", f"{exc}; raw answer: {raw}")
+            count_failure(failure)
+            yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
+            return
+        self._windows.inc()
+        yield beam.pvalue.TaggedOutput(OK_TAG, ref.source_uri)
+        for query, span in spans:
+            key = (ref.doc_id, ref.source_uri, query)
+            yield beam.pvalue.TaggedOutput(SPANS_TAG, (key, (ref.window_index, span)))
+
+
+def _merge(grouped, gap_s: float, prov: Provenance):
+    (doc_id, uri, query), spans = grouped
+    for merged in merge_spans(spans, query, gap_s):
+        yield event_row((doc_id, uri), merged, prov)
+
+
+class GroundVideo(beam.PTransform):
+    """(WindowRef, VLResult) → dict of `windows` rows, `events` rows, `ok` uris, `failures`."""
+
+    def __init__(self, prov: Provenance, queries: list[str], gap_s: float) -> None:
+        super().__init__()
+        self._prov, self._queries, self._gap_s = prov, queries, gap_s
+
+    def expand(self, results):
+        parsed = results | "ParseAnswers" >> beam.ParDo(
+            ParseWindows(self._prov, self._queries)
+        ).with_outputs(FAILURES_TAG, SPANS_TAG, OK_TAG, main="windows")
+        events = (
+            parsed[SPANS_TAG]
+            | "GroupSpans" >> beam.GroupByKey()
+            | "MergeSpans" >> beam.FlatMap(_merge, self._gap_s, self._prov)
+        )
+        return {
+            "windows": parsed.windows,
+            "events": events,
+            "ok": parsed[OK_TAG],
+            "failures": parsed[FAILURES_TAG],
+        }
