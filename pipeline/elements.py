@@ -101,9 +101,7 @@ class WindowRef:
     frame_times_s: tuple[float, ...]
 
     def failure(self, stage: str, error_type: str, message: str) -> Failure:
-        return Failure(
-            self.source_uri, self.doc_id, stage, error_type, message, self.window_index
-        )
+        return Failure(self.source_uri, self.doc_id, stage, error_type, message, self.window_index)
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,12 @@ class VlbeamOptions(PipelineOptions):
             help="file pattern to read (local, gs://, s3://); repeatable",
         )
         _flag(parser, "output", default=None, help="output folder for the Parquet tables")
-        _flag(parser, "tasks", default=",".join(TASKS),
-              help=f"comma-separated tasks from {TASKS}: ocr for PDFs/images, grounding for video")
+        _flag(
+            parser,
+            "tasks",
+            default=",".join(TASKS),
+            help=f"comma-separated tasks from {TASKS}: ocr for PDFs/images, grounding for video",
+        )
         _flag(
             parser,
             "run_id",
@@ -133,23 +137,46 @@ class VlbeamOptions(PipelineOptions):
             help="pages per render work item (big PDFs fan out in ranges of this size)",
         )
 
-
         # video
         v, vs = VideoConfig(), SamplingConfig()
-        _flag(parser, "query", action="append", default=None,
-              help="grounding query (repeatable); without any, each window gets an event timeline")
+        _flag(
+            parser,
+            "query",
+            action="append",
+            default=None,
+            help="grounding query (repeatable); without any, each window gets an event timeline",
+        )
         _flag(parser, "queries_file", default=None, help="file with one grounding query per line")
-        _flag(parser, "grounding_prompt_file", default=None,
-              help="text file replacing the built-in grounding prompt ({queries} is filled in)")
-        _flag(parser, "window_seconds", type=float, default=v.window_s,
-              help="length of the video windows the model sees")
-        _flag(parser, "window_overlap_seconds", type=float, default=v.overlap_s,
-              help="overlap between consecutive windows (events on a boundary stay whole)")
+        _flag(
+            parser,
+            "grounding_prompt_file",
+            default=None,
+            help="text file replacing the built-in grounding prompt ({queries} is filled in)",
+        )
+        _flag(
+            parser,
+            "window_seconds",
+            type=float,
+            default=v.window_s,
+            help="length of the video windows the model sees",
+        )
+        _flag(
+            parser,
+            "window_overlap_seconds",
+            type=float,
+            default=v.overlap_s,
+            help="overlap between consecutive windows (events on a boundary stay whole)",
+        )
         _flag(parser, "fps", type=float, default=vs.fps, help="frames sampled per second")
         _flag(parser, "max_frames_per_window", type=int, default=vs.max_frames)
         _flag(parser, "max_pixels_per_frame", type=int, default=vs.max_pixels)
-        _flag(parser, "decode_timeout_s", type=float, default=v.timeout_s,
-              help="time bound for probing a video or decoding one window")
+        _flag(
+            parser,
+            "decode_timeout_s",
+            type=float,
+            default=v.timeout_s,
+            help="time bound for probing a video or decoding one window",
+        )
 
 
 def video_config(opts: VlbeamOptions) -> VideoConfig:

@@ -29,9 +29,9 @@ def staging_dir(output: str, run_id: str) -> str:
     return join(output, STAGING, run_id)
 
 
-def _files(folder: str) -> list[str]:
+def _files(folder: str, pattern: str = "*") -> list[str]:
     try:
-        return [m.path for m in FileSystems.match([join(folder, "*")])[0].metadata_list]
+        return [m.path for m in FileSystems.match([join(folder, pattern)])[0].metadata_list]
     except Exception:  # a missing folder matches nothing
         return []
 
@@ -57,7 +57,7 @@ def publish(output: str, run_id: str, tables: dict[str, pa.Schema]) -> dict[str,
         published[table] = targets
     try:
         FileSystems.delete([staged])
-        if not _files(join(output, STAGING)):
+        if not _files(join(output, STAGING), "**"):
             FileSystems.delete([join(output, STAGING)])
     except Exception as exc:  # not fatal: the tables are in place
         logger.warning("could not remove %s: %s", staged, exc)

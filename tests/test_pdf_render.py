@@ -79,12 +79,6 @@ def test_target_size_pixel_cap_scales_down() -> None:
     assert target_size(1800, 3600, RenderConfig(target_long_side=1000)) == (500, 1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pdf_render.py:54: the max_pixels branch rounds both sides to nearest, so "
-    "w_px*h_px can exceed the 'hard cap' (612x792 at cap 1e6 -> 879x1138 = 1,000,302 px); "
-    "floor the sides in that branch",
-)
 def test_target_size_never_exceeds_the_pixel_cap() -> None:
     cfg = RenderConfig(target_long_side=4096, max_pixels=1_000_000)
     for width, height in [(612, 792), (333, 777), (1000, 1000), (595.276, 841.89)]:
@@ -223,7 +217,7 @@ def test_render_rotated_pages(corpus: Path) -> None:
     finally:
         doc.close()
     landscape, portrait = (400, 283), (283, 400)
-    for page, expected in zip(sizes, [landscape, portrait, landscape, portrait]):
+    for page, expected in zip(sizes, [landscape, portrait, landscape, portrait], strict=True):
         assert (page.width_px, page.height_px) == pytest.approx(expected, abs=1)
         assert _decode(page.image).size == (page.width_px, page.height_px)
         assert page.text_layer is not None and "habibi" in page.text_layer
@@ -267,7 +261,9 @@ def test_pdf2image_gives_the_same_size_as_pypdfium2(corpus: Path, rel: str, page
 
 
 def test_pdf2image_with_password(corpus: Path) -> None:
-    doc, data = _open(corpus / "pdf/bad/samplefiles_libreoffice-writer-password.pdf", "openpassword")
+    doc, data = _open(
+        corpus / "pdf/bad/samplefiles_libreoffice-writer-password.pdf", "openpassword"
+    )
     cfg = RenderConfig(target_long_side=200, renderer="pdf2image", password="openpassword")
     try:
         page = render_pdf_page(doc, data, 1, cfg)
@@ -356,12 +352,6 @@ def test_render_image_never_upscales(fmt: str) -> None:
     assert (page.width_px, page.height_px) == (300, 200)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pdf_render.py:191: render_image only downscales when the *width* shrinks "
-    "(`if w_px < image.width`), so a narrow image (50x1300) whose width rounds to itself "
-    "keeps its 1300 px long side above target_long_side=1288; compare both sides",
-)
 def test_render_image_narrow_image_is_downscaled() -> None:
     page = render_image(_encoded(Image.new("RGB", (50, 1300), "white"), "PNG"), CFG)
     assert max(page.width_px, page.height_px) == 1288

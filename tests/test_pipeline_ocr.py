@@ -136,9 +136,7 @@ def test_images_videos_and_junk(tmp_path, corpus):
     (src / "notes.pdf").write_text("<!DOCTYPE html><html><body>not a pdf</body></html>")
     (src / "empty.pdf").write_bytes(b"")
     out = tmp_path / "out"
-    run_job(
-        [f"{src}/*", f"{tmp_path}/nothing-here/*"], out, "--tasks=ocr", handler=fake_handler()
-    )
+    run_job([f"{src}/*", f"{tmp_path}/nothing-here/*"], out, "--tasks=ocr", handler=fake_handler())
     docs = {Path(d["source_uri"]).name: d for d in read_table(out, "documents")}
     failures = {Path(f["source_uri"]).name: f for f in read_table(out, "failures")}
     assert set(docs) == {"photo.dat", "clip.ogv", "notes.pdf", "empty.pdf"}

@@ -180,15 +180,6 @@ def test_errors_come_back_typed_and_keep_the_child(worker: RenderWorker, corpus:
     assert worker.render(DOC_C, good, "pdf", 4, SMALL).height_px == 128
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RemoteError,
-    reason="BUG render_worker.py:120/144 + 178-185: when opening a new document fails in the "
-    "child (EncryptedPdf, NoPages, ...), the child has already switched to it but the parent's "
-    "_open_doc still names the previous one; going back to that document sends no bytes and "
-    "the child answers 'protocol error: document not open' (happens with duplicate files). "
-    "Fix: set self._open_doc = None before any call that sends bytes (or on RemoteError).",
-)
 def test_failed_open_does_not_break_the_previous_document(
     worker: RenderWorker, corpus: Path
 ) -> None:

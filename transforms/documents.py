@@ -64,11 +64,15 @@ class SummarizeDocuments(beam.PTransform):
 
     def expand(self, inputs):
         sources, facts, ok_uris, failures = inputs
-        ok = ok_uris | "OkPerDoc" >> beam.Map(lambda uri: (uri, 1)) | (
-            "SumOk" >> beam.CombinePerKey(sum)
+        ok = (
+            ok_uris
+            | "OkPerDoc" >> beam.Map(lambda uri: (uri, 1))
+            | ("SumOk" >> beam.CombinePerKey(sum))
         )
-        failed = failures | "FailuresPerDoc" >> beam.Map(_failure_key) | (
-            "SumFailures" >> beam.CombinePerKey(sum)
+        failed = (
+            failures
+            | "FailuresPerDoc" >> beam.Map(_failure_key)
+            | ("SumFailures" >> beam.CombinePerKey(sum))
         )
         keyed_sources = sources | "KeySources" >> beam.Map(lambda s: (s.uri, s))
         return (

@@ -44,10 +44,10 @@ class MergedSpan:
 
 
 _NUM = r"\d+(?:\.\d+)?"
-_CLOCK = rf"(?:\d+:)?\d{{1,2}}:\d{{1,2}}(?:\.\d+)?"
+_CLOCK = r"(?:\d+:)?\d{1,2}:\d{1,2}(?:\.\d+)?"
 _TIME = rf"<?\s*(?:{_CLOCK}|{_NUM})\s*(?:seconds?|secs?|s\b)?\s*>?"
 _RANGE = re.compile(
-    rf"(?:from\s+)?(?P<a>{_TIME})\s*(?:-|–|—|to|until|~)\s*(?P<b>{_TIME})", re.IGNORECASE
+    rf"(?:from\s+)?(?P<a>{_TIME})\s*(?:-|\u2013|\u2014|to|until|~)\s*(?P<b>{_TIME})", re.IGNORECASE
 )
 _START_KEYS = ("start", "start_s", "start_time", "begin", "from", "start_seconds")
 _END_KEYS = ("end", "end_s", "end_time", "stop", "to", "end_seconds")
@@ -154,7 +154,7 @@ def _spans_from_lines(text: str) -> list[Span]:
         match = _RANGE.search(line)
         if not match:
             continue
-        rest = line[match.end() :].strip(" :-–—,.\t\"'")
+        rest = line[match.end() :].strip(" :-\u2013\u2014,.\t\"'")
         spans.append(Span(parse_time(match["a"]), parse_time(match["b"]), rest or None))
     return spans
 
@@ -231,7 +231,5 @@ def merge_spans(
             )
             break
         else:
-            merged.append(
-                MergedSpan(query, span.start_s, span.end_s, span.description, (index,))
-            )
+            merged.append(MergedSpan(query, span.start_s, span.end_s, span.description, (index,)))
     return merged

@@ -54,9 +54,10 @@ class InferVL(beam.PTransform):
         self._handler = handler
 
     def expand(self, requests):
-        main, dead = requests | "Qwen3VL" >> RunInference(
-            KeyedModelHandler(self._handler)
-        ).with_exception_handling()
+        main, dead = (
+            requests
+            | "Qwen3VL" >> RunInference(KeyedModelHandler(self._handler)).with_exception_handling()
+        )
         results = main | "SplitErrors" >> beam.ParDo(_SplitErrors()).with_outputs(
             FAILURES_TAG, main="results"
         )

@@ -71,8 +71,12 @@ def unprocessable_reason(
             )
         )
     if source.kind == "video":
-        return None if "grounding" in tasks else TaskNotEnabled(
-            "video input needs --tasks grounding, which is not enabled in this run"
+        return (
+            None
+            if "grounding" in tasks
+            else TaskNotEnabled(
+                "video input needs --tasks grounding, which is not enabled in this run"
+            )
         )
     if source.size_bytes == 0:
         return EmptyFile("file is empty (0 bytes)")

@@ -49,9 +49,11 @@ def target_size(width: float, height: float, cfg: RenderConfig) -> tuple[int, in
     if max(width, height) > MAX_PAGE_POINTS * 100:
         raise PageTooLarge(f"page size {width:g} x {height:g} is beyond any real page")
     scale = cfg.target_long_side / max(width, height)
-    if width * height * scale * scale > cfg.max_pixels:
+    if width * height * scale * scale > cfg.max_pixels:  # hard cap: round down
         scale = math.sqrt(cfg.max_pixels / (width * height))
-    w_px, h_px = max(1, round(width * scale)), max(1, round(height * scale))
+        w_px, h_px = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+    else:
+        w_px, h_px = max(1, round(width * scale)), max(1, round(height * scale))
     if min(w_px, h_px) < cfg.min_short_side:
         raise DegeneratePage(
             f"page {width:g} x {height:g} has an aspect ratio of "
@@ -121,6 +123,8 @@ def render_pdf_page(doc, data: bytes, page_number: int, cfg: RenderConfig) -> Re
         raise InvalidPdf(f"page {page_number} cannot be loaded: {exc}") from None
     try:
         width, height = page.get_size()
+        # pdfium reports the rotated size; swap back to the unrotated size, which is
+        # what both pdfium's scale and poppler's -scale-to-x/-y apply to.
         if page.get_rotation() in (90, 270):
             width, height = height, width
         w_px, h_px = target_size(width, height, cfg)
@@ -188,7 +192,7 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"cannot decode image: {exc}") from None
     w_px, h_px = target_size(image.width, image.height, cfg)
-    if w_px < image.width:  # downscale only: upscaling adds no detail
+    if w_px * h_px < image.width * image.height:  # downscale only: upscaling adds no detail
         image = image.resize((w_px, h_px), Image.Resampling.LANCZOS)
     return RenderedPage(
         image=encode_image(image, cfg.image_format),

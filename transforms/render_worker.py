@@ -99,6 +99,7 @@ class RenderWorker:
                 f"the render process died during {what} (exit code {code}); the file may be "
                 f"corrupt or need more than {self._max_memory_mb} MB"
             ) from None
+        self._open_doc = reply.get("doc_id")  # what the child holds now, even after an error
         if reply.get("error"):
             name, message = reply["error"]
             raise RemoteError(name, message)
@@ -116,9 +117,7 @@ class RenderWorker:
 
     def count_pages(self, doc_id: str, data: bytes, password: str | None) -> int:
         request = {"op": "count", **self._doc_fields(doc_id, data, "pdf", password)}
-        n = self._call(request, OPEN_TIMEOUT_S, "opening the PDF")
-        self._open_doc = doc_id
-        return n
+        return self._call(request, OPEN_TIMEOUT_S, "opening the PDF")
 
     def probe_video(self, uri: str, timeout_s: float):
         """VideoInfo of the file at `uri` (read in the helper, never sent over the pipe)."""
@@ -178,9 +177,11 @@ class _ChildState:
         if request["data"] is not None:
             if self.doc is not None:
                 self.doc.close()
-            self.doc_id, self.data, self.doc = request["doc_id"], request["data"], None
-            if request["kind"] == "pdf":
-                self.doc = open_pdf(self.data, request["password"])
+            self.doc_id, self.data, self.doc = None, None, None
+            doc = (
+                open_pdf(request["data"], request["password"]) if request["kind"] == "pdf" else None
+            )
+            self.doc_id, self.data, self.doc = request["doc_id"], request["data"], doc
         elif request["doc_id"] != self.doc_id:
             raise RuntimeError("protocol error: document not open")
 
@@ -228,6 +229,7 @@ def _child_main(max_memory_mb: int) -> None:
             reply = {"error": (type(exc).__name__, str(exc))}
         except Exception as exc:  # any other library error becomes a clear failure
             reply = {"error": (type(exc).__name__, f"{type(exc).__name__}: {exc}")}
+        reply["doc_id"] = state.doc_id
         _write_msg(proto_out, reply)
 
 

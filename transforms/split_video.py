@@ -9,7 +9,7 @@ straight from its URI and only JPEG frames come back.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -28,7 +28,7 @@ FACTS_TAG = "facts"
 class VideoConfig:
     window_s: float = 60.0
     overlap_s: float = 4.0
-    sampling: SamplingConfig = SamplingConfig()
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     timeout_s: float = 300.0
     max_memory_mb: int = 4096
 

@@ -1,7 +1,7 @@
 """Pure functions that probe videos and sample timestamped frames from a time window (PyAV).
 
 Every frame carries its true presentation time in seconds from the start of the
-video: (pts − stream start) × time base, so variable-frame-rate files are exact.
+video: (pts - stream start) * time base, so variable-frame-rate files are exact.
 Decoding seeks once per window (to the keyframe before it) and then decodes
 forward, converting only the frames it keeps; nothing holds more than one
 decoded frame, so memory does not grow with the video's length.
@@ -9,6 +9,7 @@ decoded frame, so memory does not grow with the video's length.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -78,10 +79,9 @@ def video_stream(container):
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
             if stream.thread_type != "AUTO":
-                try:  # frame threading: ~1.4x faster decoding
+                # frame threading: ~1.4x faster decoding (fails once the codec is open)
+                with contextlib.suppress(RuntimeError):
                     stream.thread_type = "AUTO"
-                except RuntimeError:  # codec already open
-                    pass
             return stream
     if container.streams.video:
         raise NoVideoStream("the only video stream is an attached picture (cover art)")
@@ -151,7 +151,7 @@ def _rotation(container, stream) -> int:
     container.seek(0)
     if not angle:
         return 0
-    return int(round(angle / 90.0)) % 4 * 90
+    return round(angle / 90.0) % 4 * 90
 
 
 def target_times(start_s: float, end_s: float, cfg: SamplingConfig) -> list[float]:

@@ -1,0 +1,223 @@
+"""Video: exact frame times, windows, grounding through the pipeline, merging."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.pipeline_helpers import fake_handler, read_table, run_job
+from tests.video_fixtures import RED, constant_rate, frame_with_square, is_red, write_video
+from vlbeam.pipeline.elements import SourceFile, VLResult
+from vlbeam.transforms.qwen_transformers import processor_inputs
+from vlbeam.transforms.split_video import VideoConfig, plan_windows
+from vlbeam.transforms.video_decode import (
+    SamplingConfig,
+    open_container,
+    probe,
+    sample_window,
+    target_times,
+)
+
+
+def top_right_square(width: int, height: int, red: bool):
+    image = frame_with_square(width, height, False)
+    if red:
+        image[: height // 2, width // 2 :] = RED
+    return image
+
+
+STAMP = re.compile(r"<(\d+(?:\.\d+)?) seconds>")
+
+
+def clock(seconds: float) -> str:
+    return f"{int(seconds // 60):02d}:{seconds % 60:05.2f}"
+
+
+def reading_model(processor):
+    """A test double of Qwen3-VL that reads what it is given: it builds the real prompt
+    with the real processor, reads the timestamps written before each temporal patch,
+    looks at the frames, and answers in the cookbook's event format."""
+
+    def infer(_model, batch, _cfg):
+        results = []
+        for request in batch:
+            inputs = processor_inputs(processor, [request])
+            prompt = processor.tokenizer.decode(inputs["input_ids"][0])
+            stamps = [float(s) for s in STAMP.findall(prompt)]
+            reds = [is_red(Image.open(io.BytesIO(f))) for f in request.images]
+            reds += reds[-1:] * (len(reds) % 2)  # the processor pads to whole patches
+            patches = [reds[i] or reds[i + 1] for i in range(0, len(reds), 2)]
+            assert len(stamps) == len(patches)
+            red_stamps = [t for t, red in zip(stamps, patches, strict=True) if red]
+            # A patch stamp is the mean time of its two frames: the event starts half a
+            # frame interval before the first red patch's stamp and lasts until one
+            # interval after the last one's.
+            interval = (stamps[1] - stamps[0]) / 2 if len(stamps) > 1 else 0.5
+            answer = {}
+            if red_stamps:
+                span = f"{clock(red_stamps[0] - interval / 2)} - {clock(red_stamps[-1] + interval)}"
+                answer = {span: "a red square is shown"}
+            size = Image.open(io.BytesIO(request.images[0])).size
+            results.append(
+                VLResult(
+                    text=json.dumps(answer) if answer else f"none ({size[0]}x{size[1]})",
+                    input_tokens=int(inputs["attention_mask"].sum()),
+                    output_tokens=5,
+                    finish_reason="stop",
+                    latency_s=0.0,
+                )
+            )
+        return results
+
+    return infer
+
+
+@pytest.fixture(scope="module")
+def tiny_processor(tiny_model):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_model)
+
+
+def grounding_handler(processor):
+    return fake_handler(reading_model(processor), model="reading-double")
+
+
+def test_frame_times_are_true_presentation_times_on_vfr(tmp_path):
+    rng = random.Random(7)
+    times = [0.0]
+    while times[-1] < 12:
+        times.append(round(times[-1] + rng.uniform(0.04, 1.2), 3))
+    path = write_video(tmp_path / "vfr.mp4", times, None)
+    container = open_container(str(path))
+    info = probe(container)
+    frames, errors = sample_window(container, info, 2.0, 9.0, SamplingConfig(fps=2))
+    assert errors == 0 and frames
+    got = [f.time_s for f in frames]
+    # Every sampled time is the exact time of a frame that was written...
+    assert all(min(abs(t - w) for w in times) < 1e-3 for t in got)
+    # ...the first one presented at or after each sampling instant, each frame once.
+    expected = []
+    for target in target_times(2.0, 9.0, SamplingConfig(fps=2)):
+        first = next(w for w in times if w >= target - 1e-6)
+        if first < 9.0 and first not in expected:
+            expected.append(first)
+    assert got == pytest.approx(expected, abs=1e-3)
+
+
+def test_prompt_timestamps_come_from_true_frame_times(tiny_processor):
+    """What the model reads: one `<t seconds>` per temporal patch of two frames, t being
+    the mean of the two frames' true times (Qwen3-VL's own convention), absolute."""
+    from vlbeam.pipeline.elements import VLRequest
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buf, format="JPEG")
+    times = (61.0, 61.7, 62.13, 63.0, 64.9)  # irregular, absolute, odd count
+    request = VLRequest(images=(buf.getvalue(),) * 5, prompt="x", frame_times_s=times)
+    inputs = processor_inputs(tiny_processor, [request])
+    prompt = tiny_processor.tokenizer.decode(inputs["input_ids"][0])
+    assert [float(s) for s in STAMP.findall(prompt)] == [61.4, 62.6, 64.9]
+
+
+def test_windows_cover_the_video_with_overlap():
+    source = SourceFile("v.mp4", "0" * 64, "video", 1)
+    windows = plan_windows(source, 130.0, VideoConfig(window_s=60, overlap_s=5))
+    assert [(w.start_s, w.end_s) for w in windows] == [(0, 60), (55, 115), (110, 130)]
+    assert plan_windows(source, 30.0, VideoConfig())[0].end_s == 30.0
+
+
+def test_grounding_finds_the_event_at_the_right_absolute_time(tmp_path, tiny_processor):
+    """A red square from 12.0 s to 17.5 s, across a window boundary: the pipeline reports
+    it at the right absolute times (within one sampling interval), merged across windows."""
+    video = write_video(tmp_path / "in" / "clip.mp4", constant_rate(40, 10), (12.0, 17.5))
+    out = tmp_path / "out"
+    run_job(
+        [str(video)], out, "--tasks=grounding", "--query=red square",
+        "--window-seconds=16", "--window-overlap-seconds=4", "--fps=2",
+        handler=grounding_handler(tiny_processor),
+    )  # fmt: skip
+    windows = sorted(read_table(out, "video_windows"), key=lambda r: r["window_index"])
+    assert [(w["start_s"], w["end_s"]) for w in windows] == [
+        (0, 16),
+        (12, 28),
+        (24, 36),
+        (36, 39.933),
+    ] or [(w["start_s"], round(w["end_s"], 1)) for w in windows] == [(0, 16), (12, 28), (24, 39.9)]
+    for w in windows:
+        assert w["frame_times_s"][0] >= w["start_s"] and w["frame_times_s"][-1] < w["end_s"]
+        assert w["num_frames"] == len(w["frame_times_s"]) and w["prompt_id"] == "grounding_query_v1"
+    [event] = read_table(out, "video_events")
+    assert event["query"] == "red square"
+    assert abs(event["start_s"] - 12.0) <= 0.5 and abs(event["end_s"] - 17.5) <= 0.5
+    assert event["window_indexes"] == [0, 1]
+    [doc] = read_table(out, "documents")
+    assert doc["kind"] == "video" and doc["status"] == "ok"
+    assert doc["duration_s"] == pytest.approx(40.0, abs=0.1) and doc["num_pages"] is None
+    assert read_table(out, "failures") == []
+
+
+def test_variable_frame_rate_and_rotation(tmp_path, tiny_processor):
+    rng = random.Random(3)
+    times = [0.0]
+    while times[-1] < 20:
+        times.append(round(times[-1] + rng.uniform(0.03, 0.9), 3))
+    src = tmp_path / "in"
+    src.mkdir()
+    write_video(src / "vfr.mp4", times, (5.3, 9.1))
+    # Stored with the square top-right; shown turned 90° counter-clockwise, it is top-left,
+    # where the double looks: it only finds the square if frames arrive upright.
+    write_video(src / "rotated.mp4", constant_rate(6, 10), None, rotation=90,
+                draw=lambda t: top_right_square(320, 240, 2.0 <= t < 4.0))  # fmt: skip
+    out = tmp_path / "out"
+    run_job([f"{src}/*"], out, "--query=red square", "--fps=2", "--window-seconds=30",
+            handler=grounding_handler(tiny_processor))  # fmt: skip
+    events = {Path(e["source_uri"]).name: e for e in read_table(out, "video_events")}
+    first_red = next(t for t in times if t >= 5.3)
+    last_red = max(t for t in times if t < 9.1)
+    assert abs(events["vfr.mp4"]["start_s"] - first_red) <= 0.5 + 0.9
+    assert abs(events["vfr.mp4"]["end_s"] - last_red) <= 0.5 + 0.9
+    windows = {Path(w["source_uri"]).name: w for w in read_table(out, "video_windows")}
+    assert set(windows["vfr.mp4"]["frame_times_s"]) <= set(times)
+    # the rotated file's frames reached the model upright (portrait) with the square found
+    assert abs(events["rotated.mp4"]["start_s"] - 2.0) <= 0.5
+    assert abs(events["rotated.mp4"]["end_s"] - 4.0) <= 0.5
+
+
+def test_rotated_frames_are_upright(tmp_path):
+    path = write_video(tmp_path / "r.mp4", constant_rate(2, 10), (0.0, 2.0), rotation=90)
+    container = open_container(str(path))
+    info = probe(container)
+    assert (info.width, info.height, info.rotation) == (240, 320, 90)
+    frames, _ = sample_window(container, info, 0, 2, SamplingConfig())
+    image = Image.open(io.BytesIO(frames[0].image))
+    assert image.size == (240, 320)
+    # stored top-left square, turned 90° counter-clockwise for display: bottom-left
+    w, h = image.size
+    assert image.getpixel((w // 4, h * 3 // 4))[0] > 170
+    assert image.getpixel((w * 3 // 4, h // 4))[0] < 170
+
+
+def test_tiny_model_on_a_short_video_gives_parse_failures(tiny_model, tmp_path):
+    """The real transformers path: garbage answers end as `parse` failures that keep the
+    raw text; the windows are still recorded."""
+    video = write_video(tmp_path / "short.mp4", constant_rate(5, 10), (1.0, 2.0))
+    out = tmp_path / "out"
+    run_job([str(video)], out, "--model=tiny-random", "--max-new-tokens=4", "--fps=2",
+            "--max-pixels-per-frame=16384")  # fmt: skip
+    [window] = read_table(out, "video_windows")
+    assert window["num_frames"] == 10 and window["output_tokens"] == 4
+    assert window["backend"] == "transformers" and window["model"] == "tiny-random"
+    assert window["input_tokens"] > 50
+    failures = read_table(out, "failures")
+    assert [(f["stage"], f["error_type"], f["unit"]) for f in failures] == [
+        ("parse", "UnparseableAnswer", 0)
+    ]
+    assert "raw answer:" in failures[0]["message"]
+    [doc] = read_table(out, "documents")
+    assert doc["status"] == "failed"
