@@ -23,6 +23,9 @@ def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: s
         f"  documents: {values.get('documents', 0)}",
         f"  pages:     {values.get('pages_ok', 0)} OCR'd of {values.get('pages_rendered', 0)} "
         f"rendered ({values.get('pages_truncated', 0)} hit --max-new-tokens)",
+        f"  video:     {values.get('video_windows_ok', 0)} windows grounded of "
+        f"{values.get('video_windows_decoded', 0)} decoded "
+        f"({values.get('video_frames', 0)} frames)",
         f"  tokens:    {values.get('input_tokens', 0)} in, {values.get('output_tokens', 0)} out",
         f"  failures:  {values.get('failures', 0)}",
     ]

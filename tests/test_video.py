@@ -221,3 +221,14 @@ def test_tiny_model_on_a_short_video_gives_parse_failures(tiny_model, tmp_path):
     assert "raw answer:" in failures[0]["message"]
     [doc] = read_table(out, "documents")
     assert doc["status"] == "failed"
+
+
+def test_single_frame_window_reaches_the_model(tiny_model, tmp_path):
+    """A clip shorter than one sampling interval has one frame; Qwen3-VL needs whole
+    temporal patches of two, so the frame is repeated rather than the window failing."""
+    video = write_video(tmp_path / "blip.mp4", [0.0, 0.04], None)
+    out = tmp_path / "out"
+    run_job([str(video)], out, "--model=tiny-random", "--max-new-tokens=2")
+    [window] = read_table(out, "video_windows")
+    assert window["num_frames"] == 1 and window["frame_times_s"] == [0.0]
+    assert [f["stage"] for f in read_table(out, "failures")] == ["parse"]

@@ -152,8 +152,11 @@ def processor_inputs(processor, batch: Sequence[VLRequest]) -> dict:
     for request in batch:
         decoded = decode_images(request)
         if request.frame_times_s is not None:
-            videos.append(np.stack([np.asarray(im) for im in _same_size(decoded)]))
-            metadata.append(video_metadata(request.frame_times_s))
+            frames, times = _same_size(decoded), list(request.frame_times_s)
+            if len(frames) % 2:  # whole temporal patches: repeat the last frame, as Qwen does
+                frames, times = [*frames, frames[-1]], [*times, times[-1]]
+            videos.append(np.stack([np.asarray(im) for im in frames]))
+            metadata.append(video_metadata(tuple(times)))
         else:
             images.extend(decoded)
         texts.append(
