@@ -45,7 +45,10 @@ def grounding_prompt(path: str | None, queries: list[str]) -> Prompt:
     else:
         template = builtin_prompt(GROUNDING_QUERY_PROMPT_ID if queries else TIMELINE_PROMPT_ID)
     numbered = "\n".join(f"{i}. {q}" for i, q in enumerate(queries, 1))
-    return Prompt(template.prompt_id, template.text.replace("{queries}", numbered))
+    text = template.text
+    if queries and "{queries}" not in text:  # a custom prompt must still name the queries
+        text += "\nQueries:\n{queries}"
+    return Prompt(template.prompt_id, text.replace("{queries}", numbered))
 
 
 def read_queries(queries: list[str] | None, queries_file: str | None) -> list[str]:

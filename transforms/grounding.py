@@ -19,6 +19,7 @@ from vlbeam.transforms.grounding_parse import (
     merge_spans,
     parse_spans,
 )
+from vlbeam.transforms.progress import ProgressLog
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +103,14 @@ class ParseWindows(beam.DoFn):
         self._windows = Metrics.counter(NAMESPACE, "video_windows_ok")
         self._input_tokens = Metrics.counter(NAMESPACE, "input_tokens")
         self._output_tokens = Metrics.counter(NAMESPACE, "output_tokens")
+        self._progress: ProgressLog | None = None
+
+    def setup(self) -> None:
+        self._progress = ProgressLog("video windows")
 
     def process(self, keyed):
         ref, result = keyed
+        self._progress.tick()
         self._input_tokens.inc(result.input_tokens or 0)
         self._output_tokens.inc(result.output_tokens or 0)
         yield window_row(ref, result, self._prov)

@@ -65,9 +65,12 @@ def parse_time(value) -> float:
         text = str(value).strip().strip("<>").strip().lower()
         text = re.sub(r"\s*(seconds?|secs?|s)$", "", text).strip()
         if re.fullmatch(_CLOCK, text):
+            parts = [float(part) for part in text.split(":")]
+            if any(part >= 60 for part in parts[1:]):
+                raise ValueError(f"not a clock time: {value!r}")
             seconds = 0.0
-            for part in text.split(":"):
-                seconds = seconds * 60 + float(part)
+            for part in parts:
+                seconds = seconds * 60 + part
         elif re.fullmatch(_NUM, text):
             seconds = float(text)
         else:
@@ -78,21 +81,26 @@ def parse_time(value) -> float:
 
 
 def _json_candidates(text: str) -> Iterable[object]:
+    """The whole answer as JSON, else each JSON value embedded in it (prose around)."""
     stripped = re.sub(r"```(?:json)?", "", text).strip()
-    for candidate in (stripped, *_bracketed(stripped)):
-        try:
-            yield json.loads(candidate)
-        except (ValueError, RecursionError):
-            continue
-
-
-def _bracketed(text: str) -> list[str]:
-    spans = []
-    for opener, closer in (("[", "]"), ("{", "}")):
-        start, end = text.find(opener), text.rfind(closer)
-        if 0 <= start < end:
-            spans.append(text[start : end + 1])
-    return spans
+    try:
+        whole = json.loads(stripped)
+    except (ValueError, RecursionError):
+        whole = None
+    else:
+        yield whole
+    decoder, i = json.JSONDecoder(), 0
+    while i < len(stripped):
+        if stripped[i] in "[{":
+            try:
+                value, end = decoder.raw_decode(stripped, i)
+            except (ValueError, RecursionError):
+                i += 1
+                continue
+            yield value
+            i = end  # never look inside a value that parsed
+        else:
+            i += 1
 
 
 def _span_from_obj(obj: dict) -> Span | None:
@@ -103,13 +111,19 @@ def _span_from_obj(obj: dict) -> Span | None:
         ranged = next((lowered[k] for k in _RANGE_KEYS if k in lowered), None)
         if isinstance(ranged, list | tuple) and len(ranged) == 2:
             start, end = ranged
+        elif isinstance(ranged, int | float) and not isinstance(ranged, bool):
+            start = end = ranged  # a point in time (e.g. Qwen's {"time": 1.0, "bbox_2d": ...})
         elif isinstance(ranged, str) and (match := _RANGE.search(ranged)):
             start, end = match["a"], match["b"]
         else:
             return None
     text = next((lowered[k] for k in _TEXT_KEYS if k in lowered), None)
     query = lowered.get("query")
-    query_index = int(query) if isinstance(query, int | float) or str(query).isdigit() else None
+    query_index = None
+    if isinstance(query, str) and query.strip().isdigit():
+        query = int(query)
+    if isinstance(query, int | float) and not isinstance(query, bool):
+        query_index = int(query) if float(query).is_integer() else None
     return Span(parse_time(start), parse_time(end), None if text is None else str(text),
                 query_index)  # fmt: skip
 
@@ -119,6 +133,8 @@ def _spans_from_json(data) -> list[Span] | None:
         for key in ("events", "spans", "results", "segments", "answer", "timeline"):
             if key in data and isinstance(data[key], list | dict):
                 return _spans_from_json(data[key])
+            if key in data and isinstance(data[key], str):
+                return _spans_from_lines(data[key]) or None
         keyed = [
             Span(parse_time(m["a"]), parse_time(m["b"]), str(v) if v is not None else None)
             for k, v in data.items()
@@ -148,14 +164,26 @@ def _spans_from_json(data) -> list[Span] | None:
     return None
 
 
+_STRONG = re.compile(r":|<|s\b|sec", re.IGNORECASE)  # a clock, unit or <t seconds> marker
+_LEAD = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])?\s*$")  # bullets / numbering only
+
+
 def _spans_from_lines(text: str) -> list[Span]:
+    """Ranges in prose. Plain-number ranges ("12 - 17") count only at the start of a line
+    (after a bullet) and not inside dates ("2024-01-05"); ranges written with a clock,
+    a unit or "from ... to" count anywhere."""
     spans = []
     for line in text.splitlines():
-        match = _RANGE.search(line)
-        if not match:
-            continue
-        rest = line[match.end() :].strip(" :-\u2013\u2014,.\t\"'")
-        spans.append(Span(parse_time(match["a"]), parse_time(match["b"]), rest or None))
+        for match in _RANGE.finditer(line):
+            strong = bool(_STRONG.search(match["a"]) or _STRONG.search(match["b"]))
+            strong = strong or match.group(0).lower().startswith("from")
+            weak_ok = _LEAD.match(line[: match.start()]) and not re.match(
+                r"\s*[-/]\d", line[match.end() :]
+            )
+            if strong or weak_ok:
+                rest = line[match.end() :].strip(" :-\u2013\u2014,.\t\"'{}[]")
+                spans.append(Span(parse_time(match["a"]), parse_time(match["b"]), rest or None))
+                break
     return spans
 
 
@@ -190,9 +218,10 @@ def clamp_spans(spans: Sequence[Span], start_s: float, end_s: float) -> list[Spa
     """Order each span (start <= end) and clamp it to the window; drop spans outside it."""
     kept = []
     for span in spans:
-        a, b = sorted((span.start_s, span.end_s))
-        a, b = max(a, start_s), min(b, end_s)
-        if a <= b and not (b == start_s and span.end_s < start_s):
+        lo, hi = sorted((span.start_s, span.end_s))
+        a, b = max(lo, start_s), min(hi, end_s)
+        # keep spans that overlap the window, and points inside it; drop edge-touchers
+        if a < b or (lo == hi and start_s <= lo <= end_s):
             kept.append(Span(round(a, 3), round(b, 3), span.description, span.query_index))
     return kept
 
@@ -215,7 +244,12 @@ def merge_spans(
     (query None), its description is near-identical (difflib ratio >= 0.6).
     """
     merged: list[MergedSpan] = []
-    for index, span in sorted(spans, key=lambda item: (item[1].start_s, item[1].end_s)):
+
+    def order(item: tuple[int, Span]):  # total order: the result never depends on input order
+        index, span = item
+        return span.start_s, span.end_s, index, span.description or ""
+
+    for index, span in sorted(spans, key=order):
         for i in range(len(merged) - 1, -1, -1):
             prev = merged[i]
             if span.start_s > prev.end_s + gap_s:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -11,6 +10,7 @@ from apache_beam.metrics import Metrics
 from vlbeam.pipeline.config import Prompt
 from vlbeam.pipeline.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
 from vlbeam.transforms.failures import NAMESPACE
+from vlbeam.transforms.progress import ProgressLog
 
 logger = logging.getLogger(__name__)
 
@@ -37,23 +37,6 @@ def page_row(ref: PageRef, result: VLResult, prov: Provenance) -> dict:
         "latency_s": result.latency_s,
         "run_id": prov.run_id,
     }
-
-
-class ProgressLog:
-    """Logs a running count at most every `every_s` seconds (per worker process)."""
-
-    def __init__(self, what: str, every_s: float = 10.0) -> None:
-        self._what, self._every = what, every_s
-        self._done, self._started, self._last = 0, 0.0, 0.0
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        self._started = self._started or now
-        self._done += 1
-        if self._done == 1 or now - self._last >= self._every:
-            self._last = now
-            rate = self._done / max(now - self._started, 1e-9)
-            logger.info("%s: %d done in this worker (%.2f/s)", self._what, self._done, rate)
 
 
 class ToPageRows(beam.DoFn):

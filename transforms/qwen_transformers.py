@@ -169,6 +169,10 @@ def processor_inputs(processor, batch: Sequence[VLRequest]) -> dict:
         kwargs["images"] = images
     if videos:
         kwargs.update(videos=videos, video_metadata=metadata, do_sample_frames=False)
+        if hasattr(processor.video_processor, "cap_pixels_per_frame"):
+            # the reference (qwen-vl-utils) per-frame cap; frames are already within
+            # --max-pixels-per-frame, this only silences transformers' warning
+            kwargs["cap_pixels_per_frame"] = True
     return processor(**kwargs)
 
 
