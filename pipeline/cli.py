@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
             VlbeamOptions._add_argparse_args(parser)
             parser.print_help()
             return 0
-        from vlbeam.pipeline.errors import ModelNotFound
+        from vlbeam.pipeline.errors import VlbeamError
         from vlbeam.pipeline.run import run
 
         try:
             run(rest)
-        except ModelNotFound as exc:
+        except (VlbeamError, ValueError) as exc:  # bad flags, missing model/key, API check
             print(f"vlbeam: {exc}", file=sys.stderr)
             return 2
         return 0

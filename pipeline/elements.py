@@ -156,6 +156,10 @@ class VLResult:
     latency_s: float | None = None
     error_type: str | None = None
     error_message: str | None = None
+    reasoning: str | None = None  # a thinking model's reasoning, never mixed into text
+    served_model: str | None = None  # the model as the server reports it
+    request_id: str | None = None
+    cost_usd: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -216,3 +220,4 @@ class Provenance:
     backend: str
     prompt_id: str
     run_id: str
+    provider: str | None = None

@@ -6,6 +6,8 @@ underscored one Beam uses when it re-creates options on workers.
 
 from __future__ import annotations
 
+import json
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from vlbeam.pipeline.config import (
@@ -17,6 +19,7 @@ from vlbeam.pipeline.config import (
     ModelConfig,
     RenderConfig,
 )
+from vlbeam.transforms.http_api import PRESETS, STYLES, ApiConfig, api_config_from_preset
 from vlbeam.transforms.split_video import VideoConfig
 from vlbeam.transforms.video_decode import SamplingConfig
 
@@ -59,7 +62,11 @@ class VlbeamOptions(PipelineOptions):
             help="hub id or local folder of a Qwen3-VL checkpoint, or 'tiny-random'",
         )
         _flag(
-            parser, "backend", default=m.backend, choices=["transformers"], help="inference backend"
+            parser,
+            "backend",
+            default=m.backend,
+            choices=["transformers", "openai"],
+            help="inference backend: local transformers, or an OpenAI-compatible HTTP API",
         )
         _flag(parser, "device", default=m.device, choices=DEVICES)
         _flag(parser, "dtype", default=m.dtype, choices=DTYPES)
@@ -177,6 +184,134 @@ class VlbeamOptions(PipelineOptions):
             default=v.timeout_s,
             help="time bound for probing a video or decoding one window",
         )
+        # HTTP API backend (--backend openai)
+        _flag(
+            parser,
+            "provider",
+            default="openai",
+            choices=sorted(PRESETS),
+            help="API preset: base URL, default model, allowed extra fields",
+        )
+        _flag(
+            parser,
+            "api_style",
+            default=None,
+            choices=STYLES,
+            help="request style (default: the preset's; chat for all built-in presets)",
+        )
+        _flag(parser, "base_url", default=None, help="API base URL, e.g. http://host:8000/v1")
+        _flag(parser, "api_model", default=None, help="model name sent to the API")
+        _flag(
+            parser,
+            "api_key_env",
+            default=None,
+            help="environment variable holding the API key ('' for none); the key itself is "
+            "never a flag",
+        )
+        _flag(parser, "extra_body", default="{}", help="JSON object merged into every request")
+        _flag(
+            parser,
+            "api_header",
+            action="append",
+            default=None,
+            help="extra request header NAME=VALUE (e.g. HTTP-Referer, X-Title); repeatable",
+        )
+        _flag(
+            parser,
+            "provider_order",
+            default=None,
+            help="Vercel AI Gateway / OpenRouter provider routing order, comma-separated",
+        )
+        _flag(
+            parser,
+            "reasoning_effort",
+            default=None,
+            choices=["low", "medium", "high"],
+            help="OpenRouter reasoning effort for thinking models",
+        )
+        _flag(parser, "temperature", type=float, default=0.0)
+        _flag(parser, "top_p", type=float, default=None)
+        _flag(parser, "seed", type=int, default=None)
+        _flag(
+            parser,
+            "stream",
+            action="store_true",
+            default=False,
+            help="use server-sent events (streaming) for API requests",
+        )
+        _flag(
+            parser,
+            "max_concurrency",
+            type=int,
+            default=32,
+            help="concurrent API requests per worker process",
+        )
+        _flag(
+            parser,
+            "requests_per_minute",
+            type=float,
+            default=None,
+            help="rate limit per worker process",
+        )
+        _flag(parser, "request_timeout_s", type=float, default=300.0)
+        _flag(parser, "max_attempts", type=int, default=6, help="tries per request (retries + 1)")
+        _flag(
+            parser,
+            "price_input_per_mtok",
+            type=float,
+            default=None,
+            help="USD per million input tokens (for cost columns and the summary)",
+        )
+        _flag(parser, "price_output_per_mtok", type=float, default=None)
+        _flag(
+            parser,
+            "no_preflight",
+            action="store_true",
+            default=False,
+            help="skip the one-token request that checks the key before the run",
+        )
+
+
+def api_config(opts: VlbeamOptions) -> ApiConfig:
+    extra = json.loads(opts.extra_body or "{}")
+    if not isinstance(extra, dict):
+        raise ValueError("--extra-body must be a JSON object")
+    if opts.provider_order:
+        order = [p.strip() for p in opts.provider_order.split(",") if p.strip()]
+        if opts.provider == "vercel":
+            extra.setdefault("providerOptions", {}).setdefault("gateway", {})["order"] = order
+        else:
+            extra.setdefault("provider", {})["order"] = order
+    if opts.reasoning_effort:
+        extra.setdefault("reasoning", {})["effort"] = opts.reasoning_effort
+    headers = []
+    for item in opts.api_header or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--api-header must be NAME=VALUE, got {item!r}")
+        if name.strip().lower() == "authorization":
+            raise ValueError("the Authorization header comes from --api-key-env only")
+        headers.append((name.strip(), value.strip()))
+    return api_config_from_preset(
+        opts.provider,
+        base_url=opts.base_url,
+        model=opts.api_model,
+        api_key_env=opts.api_key_env,
+        style=opts.api_style,
+        extra_body=extra,
+        headers=tuple(headers),
+        max_tokens=opts.max_new_tokens,
+        temperature=opts.temperature,
+        top_p=opts.top_p,
+        seed=opts.seed,
+        stream=opts.stream,
+        max_concurrency=opts.max_concurrency,
+        requests_per_minute=opts.requests_per_minute,
+        timeout_s=opts.request_timeout_s,
+        max_attempts=opts.max_attempts,
+        price_input_per_mtok=opts.price_input_per_mtok,
+        price_output_per_mtok=opts.price_output_per_mtok,
+    )
 
 
 def video_config(opts: VlbeamOptions) -> VideoConfig:

@@ -10,10 +10,12 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
+from vlbeam.pipeline.config import ModelConfig
 from vlbeam.pipeline.elements import Provenance
 from vlbeam.pipeline.ids import new_run_id
 from vlbeam.pipeline.options import (
     VlbeamOptions,
+    api_config,
     model_config,
     parse_tasks,
     render_config,
@@ -47,12 +49,14 @@ def build_pipeline(p: beam.Pipeline, opts: VlbeamOptions, handler: ModelHandler,
     """Wire the whole job onto `p` (no I/O happens here)."""
     tasks = parse_tasks(opts.tasks)
     backend = getattr(handler, "backend", "custom")
+    provider = getattr(handler, "provider", None)
+    model = handler.model_name if hasattr(handler, "model_name") else opts.model
     ocr_p = ocr_prompt(opts.ocr_prompt_file)
     queries = read_queries(opts.query, opts.queries_file)
     ground_p = grounding_prompt(opts.grounding_prompt_file, queries)
     video_cfg = video_config(opts)
-    page_prov = Provenance(opts.model, backend, ocr_p.prompt_id, run_id)
-    video_prov = Provenance(opts.model, backend, ground_p.prompt_id, run_id)
+    page_prov = Provenance(model, backend, ocr_p.prompt_id, run_id, provider)
+    video_prov = Provenance(model, backend, ground_p.prompt_id, run_id, provider)
     staged = staging_dir(opts.output, run_id)
 
     def write(pcoll, table: str):
@@ -113,6 +117,28 @@ def vars_of(prov: Provenance) -> dict:
     return {"model": prov.model, "backend": prov.backend, "prompt_id": prov.prompt_id}
 
 
+def make_handler(opts: VlbeamOptions) -> ModelHandler:
+    """The backend's model handler, after the launcher-side checks that fail fast."""
+    if opts.backend == "openai":
+        from vlbeam.transforms.http_client import preflight
+        from vlbeam.transforms.openai_handler import OpenAIApiHandler
+
+        cfg = api_config(opts)
+        if not opts.no_preflight:
+            preflight(cfg)
+        explicit_batch = opts.max_batch_size != ModelConfig().max_batch_size
+        return OpenAIApiHandler(
+            cfg,
+            min_batch_size=opts.min_batch_size,
+            max_batch_size=opts.max_batch_size if explicit_batch else None,
+            max_batch_duration_secs=opts.max_batch_duration_secs or 1,
+        )
+    from vlbeam.transforms.qwen_transformers import TransformersQwenHandler, check_model_available
+
+    check_model_available(opts.model)
+    return TransformersQwenHandler(model_config(opts), large_model=opts.large_model)
+
+
 def run(
     argv: list[str] | None = None,
     test_pipeline: beam.Pipeline | None = None,
@@ -130,13 +156,7 @@ def run(
     run_id = opts.run_id or new_run_id()
 
     if model_handler is None:
-        from vlbeam.transforms.qwen_transformers import (
-            TransformersQwenHandler,
-            check_model_available,
-        )
-
-        check_model_available(opts.model)
-        model_handler = TransformersQwenHandler(model_config(opts), large_model=opts.large_model)
+        model_handler = make_handler(opts)
 
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(p, opts, model_handler, run_id)

@@ -29,6 +29,11 @@ def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: s
         f"  tokens:    {values.get('input_tokens', 0)} in, {values.get('output_tokens', 0)} out",
         f"  failures:  {values.get('failures', 0)}",
     ]
+    if values.get("cost_micro_usd"):
+        cost = values["cost_micro_usd"] / 1e6
+        pages = values.get("pages_ok", 0)
+        per_k = f", ${cost / pages * 1000:.4f} per 1,000 pages" if pages else ""
+        lines.insert(-1, f"  cost:      ${cost:.4f} (estimated{per_k})")
     by_type = sorted(
         (name.split(".", 1)[1], n)
         for name, n in values.items()

@@ -10,6 +10,7 @@ from apache_beam.metrics import Metrics
 
 from vlbeam.pipeline.config import Prompt
 from vlbeam.pipeline.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
+from vlbeam.transforms.api_columns import api_columns
 from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
 from vlbeam.transforms.grounding_parse import (
     MergedSpan,
@@ -51,6 +52,7 @@ def window_row(ref: WindowRef, result: VLResult, prov: Provenance) -> dict:
         "output_tokens": result.output_tokens,
         "finish_reason": result.finish_reason,
         "latency_s": result.latency_s,
+        **api_columns(result, prov),
         "run_id": prov.run_id,
     }
 
@@ -113,6 +115,8 @@ class ParseWindows(beam.DoFn):
         self._progress.tick()
         self._input_tokens.inc(result.input_tokens or 0)
         self._output_tokens.inc(result.output_tokens or 0)
+        if result.cost_usd:
+            Metrics.counter(NAMESPACE, "cost_micro_usd").inc(round(result.cost_usd * 1e6))
         yield window_row(ref, result, self._prov)
         try:
             spans = window_spans(ref, result.text or "", self._queries)

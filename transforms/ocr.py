@@ -9,6 +9,7 @@ from apache_beam.metrics import Metrics
 
 from vlbeam.pipeline.config import Prompt
 from vlbeam.pipeline.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
+from vlbeam.transforms.api_columns import api_columns
 from vlbeam.transforms.failures import NAMESPACE
 from vlbeam.transforms.progress import ProgressLog
 
@@ -35,6 +36,7 @@ def page_row(ref: PageRef, result: VLResult, prov: Provenance) -> dict:
         "output_tokens": result.output_tokens,
         "finish_reason": result.finish_reason,
         "latency_s": result.latency_s,
+        **api_columns(result, prov),
         "run_id": prov.run_id,
     }
 
@@ -60,5 +62,7 @@ class ToPageRows(beam.DoFn):
         self._output_tokens.inc(result.output_tokens or 0)
         if result.finish_reason == "length":
             self._truncated.inc()
+        if result.cost_usd:
+            Metrics.counter(NAMESPACE, "cost_micro_usd").inc(round(result.cost_usd * 1e6))
         self._progress.tick()
         yield page_row(ref, result, self._prov)

@@ -1,0 +1,419 @@
+"""OpenAI-compatible HTTP APIs for Qwen3-VL: request styles, provider presets, and the pure
+functions that build request bodies and read responses (no I/O here).
+
+Styles:
+- `chat`: POST {base}/chat/completions with `messages` of text and `image_url` parts
+  (DashScope, OpenRouter, Vercel AI Gateway, AIML API, vLLM/SGLang, `transformers serve`).
+- `completions`: POST {base}/completions with a raw Qwen chat `prompt` in which each
+  `<|vision_start|><|image_pad|><|vision_end|>` stands for one entry of `images`.
+- `images_prompt`: POST {base} (the full endpoint) with `images` + `prompt`
+  (the Qwen3-VL-Flash form).
+Video goes as images interleaved with `<t seconds>` text before each frame.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vlbeam.pipeline.elements import VLRequest
+
+STYLES = ("chat", "completions", "images_prompt")
+VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+QWEN_STOP = ("<|im_end|>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a provider needs: where to send, which model by default, which extra body
+    fields it documents (anything else in --extra-body is refused), list prices."""
+
+    name: str
+    base_url: str | None
+    model: str | None
+    api_key_env: str | None
+    style: str = "chat"
+    extra_fields: frozenset[str] = frozenset()
+    max_tokens_field: str = "max_tokens"
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+    max_stop: int | None = None
+    min_seed: int | None = None
+
+
+_CHAT_COMMON = frozenset({"temperature", "top_p", "stop", "seed", "stream", "response_format"})
+
+PRESETS: dict[str, Preset] = {
+    # Any /v1/chat/completions server: vLLM, SGLang, `transformers serve`, gateways.
+    "openai": Preset(
+        "openai",
+        base_url=None,
+        model=None,
+        api_key_env="OPENAI_API_KEY",
+        extra_fields=_CHAT_COMMON | {"frequency_penalty", "presence_penalty", "top_k"},
+    ),
+    "dashscope": Preset(
+        "dashscope",
+        base_url="https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+        model="qwen3-vl-flash",
+        api_key_env="DASHSCOPE_API_KEY",
+        extra_fields=_CHAT_COMMON
+        | {"vl_high_resolution_images", "enable_thinking", "thinking_budget"},
+    ),
+    "openrouter": Preset(
+        "openrouter",
+        base_url="https://openrouter.ai/api/v1",
+        model="qwen/qwen3-vl-235b-a22b-thinking",
+        api_key_env="OPENROUTER_API_KEY",
+        extra_fields=_CHAT_COMMON | {"reasoning", "provider", "usage"},
+    ),
+    "vercel": Preset(
+        "vercel",
+        base_url="https://ai-gateway.vercel.sh/v1",
+        model="alibaba/qwen3-vl-instruct",
+        api_key_env="AI_GATEWAY_API_KEY",
+        extra_fields=_CHAT_COMMON | {"providerOptions"},
+    ),
+    "aimlapi": Preset(
+        "aimlapi",
+        base_url="https://api.aimlapi.com/v1",
+        model="alibaba/qwen3-vl-32b-instruct",
+        api_key_env="AIMLAPI_API_KEY",
+        extra_fields=_CHAT_COMMON | {"repetition_penalty"},
+        max_tokens_field="max_completion_tokens",
+        max_stop=4,
+        min_seed=1,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Everything a worker needs to call the API. Holds the *name* of the environment
+    variable with the key, never the key itself (Beam pickles this to every worker)."""
+
+    provider: str
+    base_url: str
+    model: str
+    style: str = "chat"
+    api_key_env: str | None = None
+    extra_body: str = "{}"  # JSON object merged into every request body
+    headers: tuple[tuple[str, str], ...] = ()
+    max_tokens: int = 2048
+    max_tokens_field: str = "max_tokens"
+    temperature: float | None = 0.0
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    max_concurrency: int = 32
+    requests_per_minute: float | None = None
+    timeout_s: float = 300.0
+    max_attempts: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+    auth_failures_to_abort: int = 8
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"api style must be one of {STYLES}")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
+        if not self.model:
+            raise ValueError("an API model name is needed (--api-model)")
+        body = json.loads(self.extra_body)
+        if not isinstance(body, dict):
+            raise ValueError("--extra-body must be a JSON object")
+        if self.max_concurrency < 1 or self.max_attempts < 1 or self.timeout_s <= 0:
+            raise ValueError("max_concurrency, max_attempts >= 1 and timeout_s > 0")
+        if self.requests_per_minute is not None and self.requests_per_minute <= 0:
+            raise ValueError("requests_per_minute must be positive")
+
+    @property
+    def extra_body_dict(self) -> dict:
+        return json.loads(self.extra_body)
+
+    def endpoint(self) -> str:
+        base = self.base_url.rstrip("/")
+        if self.style == "chat":
+            return f"{base}/chat/completions"
+        if self.style == "completions":
+            return f"{base}/completions"
+        return base
+
+    def cost_usd(self, input_tokens: int | None, output_tokens: int | None) -> float | None:
+        if self.price_input_per_mtok is None or self.price_output_per_mtok is None:
+            return None
+        return (
+            (input_tokens or 0) * self.price_input_per_mtok
+            + (output_tokens or 0) * self.price_output_per_mtok
+        ) / 1e6
+
+
+def api_config_from_preset(
+    provider: str,
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key_env: str | None = None,
+    style: str | None = None,
+    extra_body: dict | None = None,
+    **overrides,
+) -> ApiConfig:
+    """A preset's values, each overridable; extra body fields must be ones the provider
+    documents (a typo fails at launch, not on every request)."""
+    if provider not in PRESETS:
+        raise ValueError(f"--provider must be one of {sorted(PRESETS)}")
+    preset = PRESETS[provider]
+    extra = dict(extra_body or {})
+    unknown = set(extra) - preset.extra_fields - {preset.max_tokens_field}
+    if unknown and provider != "openai":
+        raise ValueError(
+            f"--extra-body fields {sorted(unknown)} are not documented for provider {provider!r} "
+            f"(allowed: {sorted(preset.extra_fields)})"
+        )
+    url = base_url or preset.base_url
+    if not url:
+        raise ValueError(f"--provider {provider} needs --base-url (e.g. http://host:8000/v1)")
+    seed = overrides.get("seed")
+    if preset.min_seed is not None and seed is not None and seed < preset.min_seed:
+        raise ValueError(f"{provider} needs --seed >= {preset.min_seed}")
+    stop = tuple(overrides.get("stop") or ())
+    if preset.max_stop is not None and len(stop) > preset.max_stop:
+        raise ValueError(f"{provider} takes at most {preset.max_stop} stop sequences")
+    prices = {
+        "price_input_per_mtok": overrides.pop("price_input_per_mtok", None)
+        or preset.price_input_per_mtok,
+        "price_output_per_mtok": overrides.pop("price_output_per_mtok", None)
+        or preset.price_output_per_mtok,
+    }
+    return ApiConfig(
+        provider=provider,
+        base_url=url,
+        model=model or preset.model or "",
+        style=style or preset.style,
+        api_key_env=api_key_env if api_key_env is not None else preset.api_key_env,
+        extra_body=json.dumps(extra, sort_keys=True),
+        max_tokens_field=preset.max_tokens_field,
+        **prices,
+        **overrides,
+    )
+
+
+def data_uri(image: bytes) -> str:
+    mime = "image/png" if image.startswith(b"\x89PNG") else (
+        "image/webp" if image[8:12] == b"WEBP" else "image/jpeg"
+    )  # fmt: skip
+    return f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}"
+
+
+def timestamp_text(seconds: float) -> str:
+    """How a frame's time is written before it: the form Qwen3-VL reads, `<12.5 seconds>`."""
+    return f"<{seconds:.1f} seconds>"
+
+
+def chat_content(request: VLRequest) -> list[dict]:
+    parts: list[dict] = []
+    for i, image in enumerate(request.images):
+        if request.frame_times_s is not None:
+            parts.append({"type": "text", "text": timestamp_text(request.frame_times_s[i])})
+        parts.append({"type": "image_url", "image_url": {"url": data_uri(image)}})
+    parts.append({"type": "text", "text": request.prompt})
+    return parts
+
+
+def raw_prompt(request: VLRequest) -> str:
+    """A raw Qwen chat string with one vision placeholder per image (`completions` style)."""
+    pieces = []
+    for i in range(len(request.images)):
+        if request.frame_times_s is not None:
+            pieces.append(timestamp_text(request.frame_times_s[i]))
+        pieces.append(VISION_PLACEHOLDER)
+    user = "".join(pieces) + request.prompt
+    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def build_body(cfg: ApiConfig, request: VLRequest, *, stream: bool | None = None) -> dict:
+    """The JSON body of one request, in the configured style."""
+    stream = cfg.stream if stream is None else stream
+    body: dict = {"model": cfg.model}
+    if cfg.style == "chat":
+        body["messages"] = [{"role": "user", "content": chat_content(request)}]
+    elif cfg.style == "completions":
+        body["prompt"] = raw_prompt(request)
+        body["images"] = [data_uri(image) for image in request.images]
+    else:
+        body["images"] = [data_uri(image) for image in request.images]
+        prompt = request.prompt
+        if request.frame_times_s is not None:
+            times = ", ".join(f"{t:.1f}" for t in request.frame_times_s)
+            prompt = f"The images are video frames at these times (seconds): {times}.\n{prompt}"
+        body["prompt"] = prompt
+    body[cfg.max_tokens_field] = request.max_new_tokens or cfg.max_tokens
+    if cfg.temperature is not None:
+        body["temperature"] = cfg.temperature
+    if cfg.top_p is not None:
+        body["top_p"] = cfg.top_p
+    if cfg.seed is not None:
+        body["seed"] = cfg.seed
+    stop = list(cfg.stop) or (list(QWEN_STOP) if cfg.style == "completions" else [])
+    if stop:
+        body["stop"] = stop
+    if stream:
+        body["stream"] = True
+        if cfg.style == "chat":
+            body["stream_options"] = {"include_usage": True}
+    body.update(cfg.extra_body_dict)
+    return body
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    text: str
+    reasoning: str | None
+    finish_reason: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    served_model: str | None
+    request_id: str | None
+
+
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+
+
+def split_thinking(text: str) -> tuple[str, str | None]:
+    """Separate `<think>…</think>` reasoning from the answer text."""
+    if "<think>" not in text and "</think>" not in text:
+        return text, None
+    if "<think>" not in text:  # some servers drop the opening tag
+        reasoning, _, answer = text.partition("</think>")
+        return answer.strip(), reasoning.strip() or None
+    reasoning = "\n".join(m.strip() for m in _THINK.findall(text)).strip()
+    return _THINK.sub("", text).strip(), reasoning or None
+
+
+def _usage(payload: dict) -> tuple[int | None, int | None]:
+    usage = payload.get("usage") or (payload.get("meta") or {}).get("usage") or {}
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    if completion is None and prompt is not None and usage.get("total_tokens") is not None:
+        completion = usage["total_tokens"] - prompt
+    if prompt is None and completion is None and "tokens_used" in usage:
+        return None, usage["tokens_used"]
+    return prompt, completion
+
+
+def parse_response(payload: dict, request_id: str | None = None) -> ApiAnswer:
+    """A non-streamed response (chat, text completion, or images+prompt), any provider."""
+    choices = payload.get("choices") or []
+    if not choices:
+        raise ValueError(f"response has no choices: {json.dumps(payload)[:300]}")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    text = message.get("content") if message else choice.get("text")
+    if isinstance(text, list):  # content parts
+        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    answer, think = split_thinking(text or "")
+    prompt, completion = _usage(payload)
+    return ApiAnswer(
+        text=answer,
+        reasoning=(reasoning or think) or None,
+        finish_reason=choice.get("finish_reason"),
+        input_tokens=prompt,
+        output_tokens=completion,
+        served_model=payload.get("model"),
+        request_id=payload.get("id") or request_id,
+    )
+
+
+class StreamAccumulator:
+    """Folds server-sent-event chunks (`data: {...}` lines, `data: [DONE]`) into one answer."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: dict = {}
+        self.model: str | None = None
+        self.id: str | None = None
+        self.done = False
+
+    def feed_line(self, line: str) -> None:
+        line = line.strip()
+        if not line.startswith("data:"):
+            return
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+            return
+        chunk = json.loads(data)
+        if "error" in chunk:
+            raise StreamError(chunk["error"])
+        self.model = chunk.get("model") or self.model
+        self.id = chunk.get("id") or self.id
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            piece = delta.get("content") if delta else choice.get("text")
+            if piece:
+                self.text.append(piece)
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if thought:
+                self.reasoning.append(thought)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def answer(self, request_id: str | None = None) -> ApiAnswer:
+        answer, think = split_thinking("".join(self.text))
+        prompt, completion = _usage({"usage": self.usage})
+        return ApiAnswer(
+            text=answer,
+            reasoning="".join(self.reasoning) or think,
+            finish_reason=self.finish_reason,
+            input_tokens=prompt,
+            output_tokens=completion,
+            served_model=self.model,
+            request_id=self.id or request_id,
+        )
+
+
+class StreamError(ValueError):
+    def __init__(self, error) -> None:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        super().__init__(message or "error in stream")
+
+
+def error_message(status: int, body: bytes | str) -> str:
+    """The provider's own error message, from `{"error": {...}}` or the raw body."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return f"HTTP {status}: {text.strip()[:500] or '(empty body)'}"
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(error, dict):
+        parts = [str(error.get(k)) for k in ("type", "code") if error.get(k)]
+        message = error.get("message") or json.dumps(error)[:500]
+        return f"HTTP {status}: {message}" + (f" ({', '.join(parts)})" if parts else "")
+    return f"HTTP {status}: {str(error)[:500]}"
+
+
+def preflight_request(cfg: ApiConfig) -> dict:
+    """A one-token text request used before a run to check the key and the endpoint."""
+    return build_body(
+        cfg, VLRequest(images=(), prompt="Reply with OK.", max_new_tokens=1), stream=False
+    )
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

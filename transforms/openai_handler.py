@@ -1,0 +1,65 @@
+"""RunInference `ModelHandler` for OpenAI-compatible HTTP APIs (hosted Qwen3-VL services and
+your own vLLM / SGLang / `transformers serve`).
+
+`load_model` creates the per-process engine (event loop + connection pool), which RunInference
+keeps for the life of the worker process and reuses across bundles. A batch is sent
+concurrently (bounded by `max_concurrency`); each request's failure is its own result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from vlbeam.pipeline.elements import VLRequest
+from vlbeam.transforms.http_api import ApiConfig
+from vlbeam.transforms.http_client import ApiEngine
+
+BACKEND = "openai"
+
+
+class OpenAIApiHandler(ModelHandler[VLRequest, PredictionResult, ApiEngine]):
+    backend = BACKEND
+
+    def __init__(
+        self,
+        cfg: ApiConfig,
+        *,
+        min_batch_size: int = 1,
+        max_batch_size: int | None = None,
+        max_batch_duration_secs: int | None = 1,
+    ) -> None:
+        super().__init__(
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size or cfg.max_concurrency,
+            max_batch_duration_secs=max_batch_duration_secs,
+        )
+        self._cfg = cfg
+
+    @property
+    def provider(self) -> str:
+        return self._cfg.provider
+
+    @property
+    def model_name(self) -> str:
+        return self._cfg.model
+
+    def load_model(self) -> ApiEngine:
+        return ApiEngine(self._cfg)
+
+    def run_inference(
+        self,
+        batch: Sequence[VLRequest],
+        model: ApiEngine,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[PredictionResult]:
+        results = model.infer(batch)
+        return [PredictionResult(r, res) for r, res in zip(batch, results, strict=True)]
+
+    def get_num_bytes(self, batch: Sequence[VLRequest]) -> int:
+        return sum(len(image) for request in batch for image in request.images)
+
+    def get_metrics_namespace(self) -> str:
+        return "vlbeam_openai"
