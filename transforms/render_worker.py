@@ -93,7 +93,10 @@ class RenderWorker:
             self.close()
             raise RenderTimeout(f"{what} took longer than {timeout_s:g} s; gave up") from None
         except (EOFError, BrokenPipeError, OSError):
-            code = proc.poll()
+            try:  # reap it, so the exit code (e.g. -9 when killed) is known
+                code = proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = None
             self.close()
             raise RendererCrashed(
                 f"the render process died during {what} (exit code {code}); the file may be "
