@@ -13,6 +13,7 @@ message, a log line or an exception.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import logging
@@ -143,6 +144,7 @@ class ApiEngine:
             self._limiter = _RateLimiter(cfg.requests_per_minute)
 
         asyncio.run_coroutine_threadsafe(setup(), self._loop).result()
+        atexit.register(self.close)  # close the pool cleanly when the worker process exits
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", **dict(self.cfg.headers)}
@@ -151,11 +153,14 @@ class ApiEngine:
         return headers
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        if self._loop.is_closed() or not self._thread.is_alive():
             return
-        asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result()
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def __del__(self) -> None:  # best effort; engines normally live as long as the process
         with contextlib.suppress(Exception):
