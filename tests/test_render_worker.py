@@ -134,11 +134,26 @@ def test_document_stays_open_between_calls(worker: RenderWorker, corpus: Path) -
     assert "empty" in str(info.value)
 
 
-def test_count_then_render_without_resending(worker: RenderWorker) -> None:
+def test_count_frees_the_document_and_render_resends_it(worker: RenderWorker) -> None:
+    """Planning only needs the count, so the helper drops the document after counting
+    (memory); the next render sends the bytes again, later pages of it don't."""
     data = (SAMPLES / "born_digital.pdf").read_bytes()
     assert worker.count_pages(DOC_A, data, None) == 1
-    page = worker.render(DOC_A, b"", "pdf", 1, SMALL)
+    page = worker.render(DOC_A, data, "pdf", 1, SMALL)
     assert "born-digital" in page.text_layer
+    again = worker.render(DOC_A, b"", "pdf", 1, SMALL)  # held now: no bytes needed
+    assert again.image == page.image
+
+
+def test_long_documents_are_reopened_to_keep_memory_flat(worker: RenderWorker, corpus: Path):
+    from vlbeam.transforms import render_worker
+
+    data = (corpus / "pdf/good/samplefiles_GeoTopo-komprimiert.pdf").read_bytes()
+    pages = [worker.render(DOC_A, data, "pdf", n, SMALL) for n in range(1, 4)]
+    # past REOPEN_EVERY_PAGES renders the helper reopens the same document transparently
+    n = render_worker.REOPEN_EVERY_PAGES + 2
+    later = [worker.render(DOC_A, b"", "pdf", 1 + i % 3, SMALL) for i in range(n)]
+    assert [p.image for p in later[-3:]] == [pages[(n - 3 + i) % 3].image for i in range(3)]
 
 
 def test_password_reaches_the_child(worker: RenderWorker, corpus: Path) -> None:
@@ -196,7 +211,7 @@ def test_failed_open_does_not_break_the_previous_document(
 
 def test_render_timeout_kills_the_child_and_recovers(worker: RenderWorker, corpus: Path) -> None:
     poster = (corpus / "pdf/good/ocrmypdf_poster.pdf").read_bytes()
-    assert worker.count_pages(DOC_A, poster, None) == 1  # document open: no +60 s open budget
+    worker.render(DOC_A, poster, "pdf", 1, SMALL)  # document held now: no +60 s open budget
     pid = _pid(worker)
     started = time.monotonic()
     with pytest.raises(RenderTimeout, match=r"rendering page 1 took longer than 0\.3 s"):
@@ -214,7 +229,7 @@ def test_child_killed_during_a_call_is_a_crash_and_recovers(
     worker: RenderWorker, corpus: Path
 ) -> None:
     poster = (corpus / "pdf/good/ocrmypdf_poster.pdf").read_bytes()
-    assert worker.count_pages(DOC_A, poster, None) == 1
+    worker.render(DOC_A, poster, "pdf", 1, SMALL)  # document held now
     pid = _pid(worker)
     killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
     killer.start()
@@ -226,7 +241,7 @@ def test_child_killed_during_a_call_is_a_crash_and_recovers(
         killer.cancel()
     assert time.monotonic() - started < 5.0
 
-    assert worker.count_pages(DOC_A, poster, None) == 1
+    worker.render(DOC_A, poster, "pdf", 1, SMALL)  # document held now
     assert _pid(worker) != pid
 
 
@@ -253,7 +268,7 @@ def test_memory_limit_is_a_failure_not_a_hang(corpus: Path) -> None:
     poster = (corpus / "pdf/good/ocrmypdf_poster.pdf").read_bytes()
     worker = RenderWorker(max_memory_mb=256)
     try:
-        assert worker.count_pages(DOC_A, poster, None) == 1
+        worker.render(DOC_A, poster, "pdf", 1, SMALL)  # document held now
         cfg = RenderConfig(timeout_s=30, max_memory_mb=256, **HUGE)
         with pytest.raises((RemoteError, RendererCrashed)) as info:
             worker.render(DOC_A, poster, "pdf", 1, cfg)

@@ -6,6 +6,7 @@ Beam worker itself, so a hostile file can only take down (or hang) that helper.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -75,9 +76,12 @@ def open_pdf(data: bytes, password: str | None = None):
         tries += dict.fromkeys([password, saslprep(password)])
     for pw in tries:
         try:
-            return pdfium.PdfDocument(data, password=pw)
+            doc = pdfium.PdfDocument(data, password=pw)
         except pdfium.PdfiumError:
             continue
+        with contextlib.suppress(pdfium.PdfiumError):
+            doc.init_forms()  # so form fields (AcroForm widgets) are drawn
+        return doc
     # pdfium's error text is a process-wide "last error" that can be stale, so decide
     # from the file itself whether it is encrypted.
     if b"/Encrypt" in data:
@@ -113,8 +117,11 @@ def count_pages(data: bytes, password: str | None = None) -> int:
     return n
 
 
-def render_pdf_page(doc, data: bytes, page_number: int, cfg: RenderConfig) -> RenderedPage:
-    """Render page `page_number` (1-based) of an open pypdfium2 document."""
+def render_pdf_page(
+    doc, page_number: int, cfg: RenderConfig, pdf_path: str | None = None
+) -> RenderedPage:
+    """Render page `page_number` (1-based) of an open pypdfium2 document (with poppler
+    instead when `cfg.renderer` is pdf2image: then `pdf_path` is the PDF on disk)."""
     import pypdfium2 as pdfium
 
     try:
@@ -123,18 +130,27 @@ def render_pdf_page(doc, data: bytes, page_number: int, cfg: RenderConfig) -> Re
         raise InvalidPdf(f"page {page_number} cannot be loaded: {exc}") from None
     try:
         width, height = page.get_size()
+        rotated = page.get_rotation() in (90, 270)
         # pdfium reports the rotated size; swap back to the unrotated size, which is
         # what both pdfium's scale and poppler's -scale-to-x/-y apply to.
-        if page.get_rotation() in (90, 270):
+        if rotated:
             width, height = height, width
         w_px, h_px = target_size(width, height, cfg)
         text_layer = _text_layer(page) if cfg.extract_text_layer else None
         if cfg.renderer == "pdf2image":
-            image = _render_poppler(data, page_number, (w_px, h_px), cfg)
+            if pdf_path is None:
+                raise ValueError("the pdf2image renderer needs the PDF on disk")
+            image = _render_poppler(pdf_path, page_number, (w_px, h_px), cfg)
         else:
             scale = max(w_px, h_px) / max(width, height)
-            bitmap = page.render(scale=scale, may_draw_forms=True)
-            image = bitmap.to_pil()
+            image = page.render(scale=scale, may_draw_forms=True).to_pil()
+            # pdfium rounds each side up; trim the extra pixel so both renderers agree
+            # with target_size (and the pixel cap holds exactly).
+            want = (h_px, w_px) if rotated else (w_px, h_px)
+            if image.size != want and all(
+                0 <= a - b <= 1 for a, b in zip(image.size, want, strict=True)
+            ):
+                image = image.crop((0, 0, *want))
         image = image.convert("RGB")
     finally:
         page.close()
@@ -157,13 +173,13 @@ def _text_layer(page) -> str | None:
     return text or None
 
 
-def _render_poppler(data: bytes, page_number: int, size: tuple[int, int], cfg: RenderConfig):
-    from pdf2image import convert_from_bytes
+def _render_poppler(pdf_path: str, page_number: int, size: tuple[int, int], cfg: RenderConfig):
+    from pdf2image import convert_from_path
     from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
 
     try:
-        images = convert_from_bytes(
-            data,
+        images = convert_from_path(
+            pdf_path,
             first_page=page_number,
             last_page=page_number,
             size=size,

@@ -10,6 +10,7 @@ Only encoded image bytes come back, never arrays.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -31,10 +32,11 @@ OPEN_TIMEOUT_S = 60.0
 
 def _write_msg(fd: int, obj) -> None:
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    data = memoryview(_HEADER.pack(len(payload)) + payload)
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
+    for part in (_HEADER.pack(len(payload)), payload):  # no concatenated copy
+        data = memoryview(part)
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
 
 
 def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
@@ -150,11 +152,19 @@ class RenderWorker:
 # ---------------------------------------------------------------- child side
 
 
+# pdfium keeps every parsed object until a document is closed: reopening it every this
+# many pages keeps the helper's memory flat on very long documents (~30 ms per reopen).
+REOPEN_EVERY_PAGES = 64
+
+
 class _ChildState:
     def __init__(self) -> None:
         self.doc_id: str | None = None
         self.data: bytes | None = None
         self.doc = None
+        self.password: str | None = None
+        self.pages_since_open = 0
+        self.tmp_path: str | None = None
         self.video_uri: str | None = None
         self.video = None  # (container, VideoInfo)
 
@@ -178,15 +188,35 @@ class _ChildState:
         from vlbeam.transforms.pdf_render import open_pdf
 
         if request["data"] is not None:
-            if self.doc is not None:
-                self.doc.close()
-            self.doc_id, self.data, self.doc = None, None, None
-            doc = (
-                open_pdf(request["data"], request["password"]) if request["kind"] == "pdf" else None
-            )
+            self.close()
+            pdf = request["kind"] == "pdf"
+            doc = open_pdf(request["data"], request["password"]) if pdf else None
             self.doc_id, self.data, self.doc = request["doc_id"], request["data"], doc
+            self.password = request["password"]
         elif request["doc_id"] != self.doc_id:
             raise RuntimeError("protocol error: document not open")
+        elif self.doc is not None and self.pages_since_open >= REOPEN_EVERY_PAGES:
+            self.doc.close()
+            self.doc, self.pages_since_open = open_pdf(self.data, self.password), 0
+
+    def pdf_path(self) -> str:
+        """The current PDF as a temporary file (poppler reads files), written once."""
+        import tempfile
+
+        if self.tmp_path is None:
+            handle, self.tmp_path = tempfile.mkstemp(suffix=".pdf", prefix="vlbeam-")
+            with os.fdopen(handle, "wb") as out:
+                out.write(self.data)
+        return self.tmp_path
+
+    def close(self) -> None:
+        if self.doc is not None:
+            self.doc.close()
+        if self.tmp_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp_path)
+        self.doc_id = self.data = self.doc = self.password = self.tmp_path = None
+        self.pages_since_open = 0
 
 
 def _handle(state: _ChildState, request: dict):
@@ -201,11 +231,17 @@ def _handle(state: _ChildState, request: dict):
         return sample_window(container, info, request["start"], request["end"], request["cfg"])
     state.open(request)
     if request["op"] == "count":
-        return count_pages(state.data, request["password"])
+        try:
+            return count_pages(state.data, request["password"])
+        finally:
+            state.close()  # planning needs the count only: free the document now
     if request["op"] == "render":
         if request["kind"] == "image":
             return render_image(state.data, request["cfg"])
-        return render_pdf_page(state.doc, state.data, request["page"], request["cfg"])
+        cfg = request["cfg"]
+        path = state.pdf_path() if cfg.renderer == "pdf2image" else None
+        state.pages_since_open += 1
+        return render_pdf_page(state.doc, request["page"], cfg, path)
     raise RuntimeError(f"unknown op {request['op']!r}")
 
 

@@ -72,8 +72,8 @@ class _PlanPages(_RenderDoFn):
         try:
             if source.kind == "image":
                 num_pages = 1
-            else:
-                data = self._cache.get(source.uri)
+            else:  # each document is planned once: no need to keep its bytes
+                data = read_bytes(source.uri)
                 num_pages = self._worker.count_pages(source.doc_id, data, self._cfg.password)
         except Exception as exc:
             failure = Failure.from_exception(
