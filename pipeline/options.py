@@ -265,6 +265,15 @@ class VlbeamOptions(PipelineOptions):
         _flag(parser, "price_output_per_mtok", type=float, default=None)
         _flag(
             parser,
+            "native_video",
+            action="store_true",
+            default=False,
+            help="send video windows as the provider's frame-list video part (dashscope); only "
+            "windows that start at 0 s with evenly spaced frames, since the server derives times "
+            "from fps; other windows keep a <t seconds> text before each frame",
+        )
+        _flag(
+            parser,
             "no_preflight",
             action="store_true",
             default=False,
@@ -311,6 +320,7 @@ def api_config(opts: VlbeamOptions) -> ApiConfig:
         max_attempts=opts.max_attempts,
         price_input_per_mtok=opts.price_input_per_mtok,
         price_output_per_mtok=opts.price_output_per_mtok,
+        native_video=opts.native_video,
     )
 
 

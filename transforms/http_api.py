@@ -14,6 +14,7 @@ Video goes as images interleaved with `<t seconds>` text before each frame.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ class Preset:
     price_output_per_mtok: float | None = None
     max_stop: int | None = None
     min_seed: int | None = None
+    native_video: bool = False  # documents a frame-list video content part
 
 
 _CHAT_COMMON = frozenset({"temperature", "top_p", "stop", "seed", "stream", "response_format"})
@@ -62,6 +64,7 @@ PRESETS: dict[str, Preset] = {
         api_key_env="DASHSCOPE_API_KEY",
         extra_fields=_CHAT_COMMON
         | {"vl_high_resolution_images", "enable_thinking", "thinking_budget"},
+        native_video=True,
     ),
     "openrouter": Preset(
         "openrouter",
@@ -118,6 +121,7 @@ class ApiConfig:
     price_input_per_mtok: float | None = None
     price_output_per_mtok: float | None = None
     auth_failures_to_abort: int = 8
+    native_video: bool = False  # send evenly spaced frames as the provider's video part
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -171,6 +175,8 @@ def api_config_from_preset(
         raise ValueError(f"--provider must be one of {sorted(PRESETS)}")
     preset = PRESETS[provider]
     extra = dict(extra_body or {})
+    if overrides.get("native_video") and not preset.native_video:
+        raise ValueError(f"--provider {provider} documents no native video input")
     unknown = set(extra) - preset.extra_fields - {preset.max_tokens_field}
     if unknown and provider != "openai":
         raise ValueError(
@@ -217,7 +223,27 @@ def timestamp_text(seconds: float) -> str:
     return f"<{seconds:.1f} seconds>"
 
 
-def chat_content(request: VLRequest) -> list[dict]:
+def even_fps(times: Sequence[float], tolerance_s: float = 0.01) -> float | None:
+    """The frame rate of evenly spaced frame times (None if they are not evenly spaced)."""
+    if len(times) < 2:
+        return None
+    step = (times[-1] - times[0]) / (len(times) - 1)
+    if step <= 0 or any(abs(b - a - step) > tolerance_s for a, b in itertools.pairwise(times)):
+        return None
+    return 1.0 / step
+
+
+def chat_content(request: VLRequest, native_video: bool = False) -> list[dict]:
+    """Content parts. Video: each frame preceded by its `<t seconds>` text, which every chat
+    API accepts; with `native_video`, evenly spaced frames go as one frame-list video part
+    (DashScope's form; the server derives times from `fps`, so uneven frames never do)."""
+    times = request.frame_times_s
+    fps = even_fps(times) if native_video and times else None
+    if fps is not None and times[0] < 0.05:
+        return [
+            {"type": "video", "video": [data_uri(image) for image in request.images], "fps": fps},
+            {"type": "text", "text": request.prompt},
+        ]
     parts: list[dict] = []
     for i, image in enumerate(request.images):
         if request.frame_times_s is not None:
@@ -243,7 +269,8 @@ def build_body(cfg: ApiConfig, request: VLRequest, *, stream: bool | None = None
     stream = cfg.stream if stream is None else stream
     body: dict = {"model": cfg.model}
     if cfg.style == "chat":
-        body["messages"] = [{"role": "user", "content": chat_content(request)}]
+        content = chat_content(request, cfg.native_video)
+        body["messages"] = [{"role": "user", "content": content}]
     elif cfg.style == "completions":
         body["prompt"] = raw_prompt(request)
         body["images"] = [data_uri(image) for image in request.images]
