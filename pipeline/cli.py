@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from vlbeam.pipeline.errors import VlbeamError
         from vlbeam.pipeline.run import run
+        from vlbeam.runners import expand_target
 
         try:
-            run(rest)
+            run(expand_target(rest))
         except (VlbeamError, ValueError) as exc:  # bad flags, missing model/key, API check
             print(f"vlbeam: {exc}", file=sys.stderr)
             return 2
