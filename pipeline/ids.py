@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def sha256_hex(chunks: Iterable[bytes]) -> str:
@@ -17,5 +17,5 @@ def sha256_hex(chunks: Iterable[bytes]) -> str:
 
 def new_run_id(now: datetime | None = None) -> str:
     """A sortable, unique run id such as `20261122T083000Z-3fa2c1`."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"

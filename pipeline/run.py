@@ -23,7 +23,7 @@ from vlbeam.pipeline.options import (
 )
 from vlbeam.pipeline.output import join, publish, staging_dir
 from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
-from vlbeam.pipeline.summary import counters, format_summary
+from vlbeam.pipeline.summary import counters, format_summary, model_loads
 from vlbeam.schemas import TABLES
 from vlbeam.transforms.documents import SummarizeDocuments
 from vlbeam.transforms.grounding import GroundVideo, window_request
@@ -167,5 +167,7 @@ def run(
     if state not in (PipelineState.DONE, None):
         raise RuntimeError(f"pipeline ended in state {state}; previous output left in place")
     publish(opts.output, run_id, TABLES)
-    print(format_summary(counters(result), time.monotonic() - started, opts.output, run_id))
+    values = counters(result)
+    values["model_loads"] = model_loads(result)
+    print(format_summary(values, time.monotonic() - started, opts.output, run_id))
     return result

@@ -17,6 +17,17 @@ def counters(result) -> dict[str, int]:
     return found
 
 
+def model_loads(result) -> int:
+    """How many times a model was loaded (RunInference's load-latency distribution count):
+    one per worker process when the model is loaded only in `load_model`."""
+    query = result.metrics().query(MetricsFilter().with_name("load_model_latency_milli_secs"))
+    total = 0
+    for dist in query["distributions"]:
+        value = dist.committed if dist.committed is not None else dist.attempted
+        total += value.count if value is not None else 0
+    return total
+
+
 def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: str) -> str:
     lines = [
         f"vlbeam run {run_id} finished in {wall_s:.1f} s -> {output}",
@@ -28,6 +39,7 @@ def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: s
         f"({values.get('video_frames', 0)} frames)",
         f"  tokens:    {values.get('input_tokens', 0)} in, {values.get('output_tokens', 0)} out",
         f"  failures:  {values.get('failures', 0)}",
+        f"  model loads: {values.get('model_loads', 0)} (one per worker process)",
     ]
     if values.get("cost_micro_usd"):
         cost = values["cost_micro_usd"] / 1e6

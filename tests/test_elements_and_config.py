@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -243,7 +243,7 @@ def test_sha256_hex() -> None:
 
 
 def test_new_run_id() -> None:
-    fixed = datetime(2026, 11, 22, 8, 30, 0, tzinfo=timezone.utc)
+    fixed = datetime(2026, 11, 22, 8, 30, 0, tzinfo=UTC)
     run_id = new_run_id(fixed)
     assert re.fullmatch(r"20261122T083000Z-[0-9a-f]{6}", run_id)
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", new_run_id())

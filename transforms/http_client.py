@@ -278,7 +278,7 @@ class ApiEngine:
                 return parse_response(payload, request_id)
         except (_Retry, ApiError):
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else "connection error"
             raise _Retry(self._clean(f"{kind}: {type(exc).__name__}: {exc}")) from None
         except ValueError as exc:  # malformed JSON, a broken stream chunk
