@@ -44,6 +44,22 @@ class VlbeamOptions(PipelineOptions):
         _flag(parser, "output", default=None, help="output folder for the Parquet tables")
         _flag(
             parser,
+            "output_mode",
+            default="overwrite",
+            choices=["overwrite", "append"],
+            help="overwrite: this run replaces the output; append: runs sit side by side "
+            "(run=<run_id> partitions), for scheduled runs",
+        )
+        _flag(
+            parser,
+            "skip_existing",
+            action="store_true",
+            default=False,
+            help="skip files whose content was processed OK before with the same model and "
+            "prompt (read from the documents table in --output); implies --output-mode append",
+        )
+        _flag(
+            parser,
             "tasks",
             default=",".join(TASKS),
             help=f"comma-separated tasks from {TASKS}: ocr for PDFs/images, grounding for video",

@@ -1,14 +1,20 @@
-"""Output folder management: stage a run's tables, then publish them in one step.
+"""Output folder layout: one Hive-style partition per run, staged then published in one step.
 
-Tables are written under `DIR/_staging/<run_id>/<table>/` and, once the job has
-succeeded, replace `DIR/<table>/` (overwrite semantics): a rerun never leaves a
-mix of old and new files, and a failed run leaves the previous output in place.
+    DIR/<table>/run=<run_id>/part-*.parquet      every table, one folder per run
+    DIR/_runs/<run_id>.json                      the run manifest
+    DIR/_staging/<run_id>/<table>/               while the job runs (never read)
+
+Tables are written to the staging folder and moved into their `run=<run_id>` partition only
+after the job succeeded, so readers never see half-written files and a failed run leaves the
+previous output as it was. `--output-mode overwrite` (the default) then removes the other runs'
+partitions (a rerun replaces the output); `append` keeps them side by side, for scheduled runs.
 Works on any Beam filesystem (local, gs://, s3://).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import posixpath
 
@@ -19,6 +25,9 @@ from apache_beam.io.filesystems import FileSystems
 logger = logging.getLogger(__name__)
 
 STAGING = "_staging"
+RUNS = "_runs"
+PARTITION = "run"
+OUTPUT_MODES = ("overwrite", "append")
 
 
 def join(*parts: str) -> str:
@@ -29,6 +38,15 @@ def staging_dir(output: str, run_id: str) -> str:
     return join(output, STAGING, run_id)
 
 
+def partition_dir(output: str, table: str, run_id: str) -> str:
+    return join(output, table, f"{PARTITION}={run_id}")
+
+
+def table_glob(output: str, table: str) -> str:
+    """Every Parquet file of a table, all runs."""
+    return join(output, table, f"{PARTITION}=*", "*.parquet")
+
+
 def _files(folder: str, pattern: str = "*") -> list[str]:
     try:
         return [m.path for m in FileSystems.match([join(folder, pattern)])[0].metadata_list]
@@ -36,14 +54,26 @@ def _files(folder: str, pattern: str = "*") -> list[str]:
         return []
 
 
-def publish(output: str, run_id: str, tables: dict[str, pa.Schema]) -> dict[str, list[str]]:
-    """Move each staged table into `output/<table>/`, replacing what was there."""
+def _partitions(output: str, table: str) -> set[str]:
+    """The run partitions (folders) a table has, from its files."""
+    prefix = join(output, table, f"{PARTITION}=")
+    return {p[len(prefix) :].split("/", 1)[0] for p in _files(join(output, table), "*/*")
+            if p.startswith(prefix)}  # fmt: skip
+
+
+def publish(
+    output: str, run_id: str, tables: dict[str, pa.Schema], mode: str = "overwrite"
+) -> dict[str, list[str]]:
+    """Move each staged table into its `run=<run_id>` partition; in overwrite mode, drop
+    every other run's partition afterwards."""
+    if mode not in OUTPUT_MODES:
+        raise ValueError(f"output mode must be one of {OUTPUT_MODES}")
     staged = staging_dir(output, run_id)
     published: dict[str, list[str]] = {}
     for table, schema in tables.items():
-        src_dir, dst_dir = join(staged, table), join(output, table)
+        src_dir, dst_dir = join(staged, table), partition_dir(output, table, run_id)
         sources = sorted(p for p in _files(src_dir) if p.endswith(".parquet"))
-        old = _files(dst_dir)
+        old = _files(dst_dir)  # the same run id published before: replace it
         if old:
             FileSystems.delete(old)
         if not FileSystems.exists(dst_dir):
@@ -51,10 +81,12 @@ def publish(output: str, run_id: str, tables: dict[str, pa.Schema]) -> dict[str,
         if not sources:  # keep every table readable, even when empty
             _write_empty(join(dst_dir, "part-empty.parquet"), schema)
             published[table] = [join(dst_dir, "part-empty.parquet")]
-            continue
-        targets = [join(dst_dir, posixpath.basename(p)) for p in sources]
-        FileSystems.rename(sources, targets)
-        published[table] = targets
+        else:
+            targets = [join(dst_dir, posixpath.basename(p)) for p in sources]
+            FileSystems.rename(sources, targets)
+            published[table] = targets
+        if mode == "overwrite":
+            _drop_other_runs(output, table, run_id)
     try:
         FileSystems.delete([staged])
         if not _files(join(output, STAGING), "**"):
@@ -64,8 +96,32 @@ def publish(output: str, run_id: str, tables: dict[str, pa.Schema]) -> dict[str,
     return published
 
 
+def _drop_other_runs(output: str, table: str, run_id: str) -> None:
+    for other in _partitions(output, table) - {run_id}:
+        folder = partition_dir(output, table, other)
+        files = _files(folder, "**")
+        if files:
+            FileSystems.delete(files)
+        if FileSystems.exists(folder):
+            FileSystems.delete([folder])
+    # files from before partitioned output (flat DIR/<table>/*.parquet) are replaced too
+    flat = [p for p in _files(join(output, table)) if p.endswith(".parquet")]
+    if flat:
+        FileSystems.delete(flat)
+
+
 def _write_empty(path: str, schema: pa.Schema) -> None:
     buf = io.BytesIO()
     pq.write_table(schema.empty_table(), buf)
     with FileSystems.create(path) as handle:
         handle.write(buf.getvalue())
+
+
+def write_manifest(output: str, run_id: str, manifest: dict) -> str:
+    """`DIR/_runs/<run_id>.json`, written in one piece."""
+    path = join(output, RUNS, f"{run_id}.json")
+    if "://" not in output and not FileSystems.exists(join(output, RUNS)):
+        FileSystems.mkdirs(join(output, RUNS))  # object stores have no folders to make
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+    return path

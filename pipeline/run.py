@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
@@ -13,6 +13,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from vlbeam.pipeline.config import ModelConfig
 from vlbeam.pipeline.elements import Provenance
 from vlbeam.pipeline.ids import new_run_id
+from vlbeam.pipeline.manifest import RunManifest
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
@@ -21,7 +22,7 @@ from vlbeam.pipeline.options import (
     render_config,
     video_config,
 )
-from vlbeam.pipeline.output import join, publish, staging_dir
+from vlbeam.pipeline.output import join, publish, staging_dir, table_glob
 from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
 from vlbeam.pipeline.summary import counters, format_summary, model_loads
 from vlbeam.schemas import TABLES
@@ -62,8 +63,11 @@ def build_pipeline(p: beam.Pipeline, opts: VlbeamOptions, handler: ModelHandler,
     def write(pcoll, table: str):
         return pcoll | f"Write_{table}" >> WriteTable(join(staged, table), TABLES[table])
 
+    prompt_by_kind = {"pdf": ocr_p.prompt_id, "image": ocr_p.prompt_id,
+                      "video": ground_p.prompt_id}  # fmt: skip
+    done = done_documents(p, opts.output, model, backend) if opts.skip_existing else None
     patterns = p | "InputPatterns" >> beam.Create(list(opts.input))
-    ingest = patterns | "Ingest" >> IngestFiles(tasks)
+    ingest = patterns | "Ingest" >> IngestFiles(tasks, prompt_by_kind, done)
 
     to_split = (ingest["pdf"], ingest["image"]) | "DocumentsToSplit" >> beam.Flatten()
     pages = to_split | "SplitPages" >> SplitPages(render_config(opts))
@@ -92,6 +96,7 @@ def build_pipeline(p: beam.Pipeline, opts: VlbeamOptions, handler: ModelHandler,
     facts = (
         pages["num_pages"] | "PageFacts" >> beam.MapTuple(lambda uri, n: (uri, {"num_pages": n})),
         video["facts"],
+        ingest["skipped"],
     ) | "AllFacts" >> beam.Flatten()
     ok_units = (
         page_rows | "OkPages" >> beam.Map(lambda row: row["source_uri"]),
@@ -111,6 +116,25 @@ def build_pipeline(p: beam.Pipeline, opts: VlbeamOptions, handler: ModelHandler,
     write(grounded["windows"], "video_windows")
     write(grounded["events"], "video_events")
     write(failures | "FailureRows" >> beam.Map(lambda f: f.to_row(run_id)), "failures")
+
+
+def done_documents(p: beam.Pipeline, output: str, model: str, backend: str):
+    """((doc_id, prompt_id), True) for every document an earlier run in `output` processed
+    OK with this model and backend; None when there is no earlier output."""
+    pattern = table_glob(output, "documents")
+    if not FileSystems.match([pattern])[0].metadata_list:
+        return None
+    columns = ["doc_id", "status", "model", "backend", "prompt_id"]
+    return (
+        p
+        | "ReadEarlierDocuments" >> beam.io.ReadFromParquet(pattern, columns=columns)
+        | "DoneWithThisModel"
+        >> beam.Filter(
+            lambda r: r["status"] == "ok" and r["model"] == model and r["backend"] == backend
+        )
+        | "DoneKeys" >> beam.Map(lambda r: ((r["doc_id"], r["prompt_id"]), True))
+        | "OncePerKey" >> beam.Distinct()
+    )
 
 
 def vars_of(prov: Provenance) -> dict:
@@ -158,16 +182,22 @@ def run(
     if model_handler is None:
         model_handler = make_handler(opts)
 
+    mode = "append" if opts.skip_existing else opts.output_mode
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(p, opts, model_handler, run_id)
-    started = time.monotonic()
+    manifest = RunManifest(run_id, opts, options)
     logger.info("vlbeam run %s: %s -> %s", run_id, ", ".join(opts.input), opts.output)
-    result = p.run()
-    state = result.wait_until_finish()
-    if state not in (PipelineState.DONE, None):
-        raise RuntimeError(f"pipeline ended in state {state}; previous output left in place")
-    publish(opts.output, run_id, TABLES)
+    try:
+        result = p.run()
+        state = result.wait_until_finish()
+        if state not in (PipelineState.DONE, None):
+            raise RuntimeError(f"pipeline ended in state {state}; previous output left in place")
+        publish(opts.output, run_id, TABLES, mode)
+    except BaseException as exc:
+        manifest.finish(opts.output, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
     values = counters(result)
     values["model_loads"] = model_loads(result)
-    print(format_summary(values, time.monotonic() - started, opts.output, run_id))
+    manifest.finish(opts.output, "succeeded", counts=values)
+    print(format_summary(values, manifest.wall_s, opts.output, run_id))
     return result

@@ -31,7 +31,12 @@ def model_loads(result) -> int:
 def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: str) -> str:
     lines = [
         f"vlbeam run {run_id} finished in {wall_s:.1f} s -> {output}",
-        f"  documents: {values.get('documents', 0)}",
+        f"  documents: {values.get('documents', 0)}"
+        + (
+            f" ({values['documents_skipped']} skipped: done before)"
+            if values.get("documents_skipped")
+            else ""
+        ),
         f"  pages:     {values.get('pages_ok', 0)} OCR'd of {values.get('pages_rendered', 0)} "
         f"rendered ({values.get('pages_truncated', 0)} hit --max-new-tokens)",
         f"  video:     {values.get('video_windows_ok', 0)} windows grounded of "

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlbeam.pipeline.output import STAGING, publish, staging_dir
+from vlbeam.pipeline.output import STAGING, partition_dir, publish, staging_dir
 from vlbeam.schemas import FAILURES, PAGES, TABLES
 
 RUN_ID = "20261122T083000Z-abc123"
@@ -30,6 +30,11 @@ def _page_rows(n: int, tag: str) -> pa.Table:
             "output_tokens": 2,
             "finish_reason": "stop",
             "latency_s": 0.1,
+            "provider": None,
+            "served_model": None,
+            "request_id": None,
+            "reasoning": None,
+            "cost_usd": None,
             "run_id": tag,
         }
         for i in range(n)
@@ -52,23 +57,43 @@ def test_staging_dir_layout(tmp_path: Path) -> None:
     assert staging_dir(str(tmp_path), RUN_ID) == f"{tmp_path}/{STAGING}/{RUN_ID}"
 
 
+def _part(out: Path, table: str, run_id: str = RUN_ID) -> Path:
+    return Path(partition_dir(str(out), table, run_id))
+
+
 def test_publish_replaces_old_tables(tmp_path: Path) -> None:
     out = tmp_path / "out"
     old_pages = out / "pages"
     old_pages.mkdir(parents=True)
-    pq.write_table(_page_rows(3, "old"), old_pages / "part-00000-of-00002.parquet")
-    pq.write_table(_page_rows(3, "old"), old_pages / "part-00001-of-00002.parquet")
-    (old_pages / "notes.txt").write_text("stale")
+    pq.write_table(_page_rows(3, "old"), old_pages / "part-00000-of-00002.parquet")  # flat
+    older_run = _part(out, "pages", "older-run")
+    older_run.mkdir(parents=True)
+    pq.write_table(_page_rows(3, "old"), older_run / "part-00001-of-00002.parquet")
     _stage(out, "pages", "part-00000-of-00001.parquet", _page_rows(2, "new"))
 
     published = publish(str(out), RUN_ID, {"pages": PAGES})
 
-    assert _listing(out / "pages") == ["part-00000-of-00001.parquet"]
-    assert published == {"pages": [str(out / "pages" / "part-00000-of-00001.parquet")]}
+    assert _listing(out / "pages") == [f"run={RUN_ID}"]
+    assert _listing(_part(out, "pages")) == ["part-00000-of-00001.parquet"]
+    assert published == {"pages": [str(_part(out, "pages") / "part-00000-of-00001.parquet")]}
     table = pq.read_table(out / "pages")
     assert table.num_rows == 2
     assert set(table.column("run_id").to_pylist()) == {"new"}
     assert not (out / STAGING).exists()
+
+
+def test_append_mode_keeps_earlier_runs_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    older_run = _part(out, "pages", "older-run")
+    older_run.mkdir(parents=True)
+    pq.write_table(_page_rows(3, "old"), older_run / "part-0.parquet")
+    _stage(out, "pages", "part-00000-of-00001.parquet", _page_rows(2, "new"))
+
+    publish(str(out), RUN_ID, {"pages": PAGES}, mode="append")
+
+    assert _listing(out / "pages") == sorted([f"run={RUN_ID}", "run=older-run"])
+    table = pq.read_table(out / "pages")
+    assert sorted(table.column("run_id").to_pylist()) == ["new"] * 2 + ["old"] * 3
 
 
 def test_publish_empty_tables_get_an_empty_file_with_the_schema(tmp_path: Path) -> None:
@@ -83,9 +108,10 @@ def test_publish_empty_tables_get_an_empty_file_with_the_schema(tmp_path: Path) 
     for name, schema in TABLES.items():
         if name == "pages":
             continue
-        assert _listing(out / name) == ["part-empty.parquet"], name
-        assert published[name] == [str(out / name / "part-empty.parquet")]
-        table = pq.read_table(out / name / "part-empty.parquet")
+        assert _listing(_part(out, name)) == ["part-empty.parquet"], name
+        assert _listing(out / name) == [f"run={RUN_ID}"], name
+        assert published[name] == [str(_part(out, name) / "part-empty.parquet")]
+        table = pq.read_table(_part(out, name) / "part-empty.parquet")
         assert table.num_rows == 0
         assert table.schema.equals(schema, check_metadata=False), name
     assert pq.read_table(out / "pages").num_rows == 1
@@ -99,7 +125,7 @@ def test_publish_moves_only_parquet_and_cleans_staging(tmp_path: Path) -> None:
 
     publish(str(out), RUN_ID, {"pages": PAGES})
 
-    assert _listing(out / "pages") == ["part-00000-of-00001.parquet"]
+    assert _listing(_part(out, "pages")) == ["part-00000-of-00001.parquet"]
     assert not (out / STAGING).exists()
 
 
@@ -121,5 +147,5 @@ def test_publish_twice_is_idempotent_for_empty_tables(tmp_path: Path) -> None:
     publish(str(out), RUN_ID, TABLES)
     publish(str(out), RUN_ID, TABLES)
     for name in TABLES:
-        assert _listing(out / name) == ["part-empty.parquet"]
+        assert _listing(_part(out, name)) == ["part-empty.parquet"]
     assert not (out / STAGING).exists()

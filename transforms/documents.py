@@ -7,8 +7,11 @@ import apache_beam as beam
 from vlbeam.pipeline.elements import Failure, SourceFile
 
 
-def document_status(num_ok: int, num_failures: int) -> str:
-    """ok: every unit (page, video window) succeeded; partial: some did; failed: none did."""
+def document_status(num_ok: int, num_failures: int, skipped: bool = False) -> str:
+    """ok: every unit (page, video window) succeeded; partial: some did; failed: none did;
+    skipped: processed OK by an earlier run with the same model and prompt (--skip-existing)."""
+    if skipped:
+        return "skipped"
     if num_ok == 0:
         return "failed"
     return "partial" if num_failures else "ok"
@@ -24,7 +27,7 @@ def document_row(
         "source_uri": source.uri,
         "kind": source.kind,
         "size_bytes": source.size_bytes,
-        "status": document_status(num_ok, num_failures),
+        "status": document_status(num_ok, num_failures, bool(facts.get("skipped"))),
         "num_pages": facts.get("num_pages"),
         "duration_s": facts.get("duration_s"),
         "num_failures": num_failures,

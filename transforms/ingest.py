@@ -21,6 +21,7 @@ from vlbeam.transforms.sniff import HEAD_BYTES, sniff_kind
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
+SKIPPED_TAG = "skipped"
 
 
 class NoFilesMatched(VlbeamError):
@@ -96,11 +97,13 @@ class _MatchPatterns(beam.DoFn):
 
 
 class _IdentifyFiles(beam.DoFn):
-    def __init__(self, tasks: frozenset[str]) -> None:
+    def __init__(self, tasks: frozenset[str], prompt_by_kind: dict[str, str]) -> None:
         self._tasks = tasks
+        self._prompt_by_kind = prompt_by_kind
         self._documents = Metrics.counter(NAMESPACE, "documents")
+        self._skipped = Metrics.counter(NAMESPACE, "documents_skipped")
 
-    def process(self, uri: str):
+    def process(self, uri: str, done=None):
         self._documents.inc()
         try:
             source, detail = identify_file(uri)
@@ -111,6 +114,11 @@ class _IdentifyFiles(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
             return
         yield source
+        key = (source.doc_id, self._prompt_by_kind.get(source.kind))
+        if done and key in done:  # --skip-existing: same content, model and prompt, done
+            self._skipped.inc()
+            yield beam.pvalue.TaggedOutput(SKIPPED_TAG, (uri, {"skipped": True}))
+            return
         reason = unprocessable_reason(source, detail, self._tasks)
         if reason is not None:
             stage = "task" if isinstance(reason, TaskNotEnabled) else "sniff"
@@ -127,9 +135,18 @@ class IngestFiles(beam.PTransform):
     """patterns → a dict of PCollections: `sources` (every matched file, once, as a
     SourceFile), `pdf`, `image` and `video` (the ones to process), and `failures`."""
 
-    def __init__(self, tasks: frozenset[str]) -> None:
+    def __init__(
+        self,
+        tasks: frozenset[str],
+        prompt_by_kind: dict[str, str] | None = None,
+        done=None,
+    ) -> None:
+        """`done`: optional PCollection of ((doc_id, prompt_id), True) already processed OK
+        with this model (for --skip-existing), used as a side input."""
         super().__init__()
         self._tasks = tasks
+        self._prompt_by_kind = prompt_by_kind or {}
+        self._done = done
 
     def expand(self, patterns):
         matched = patterns | "MatchPatterns" >> beam.ParDo(_MatchPatterns()).with_outputs(
@@ -140,9 +157,10 @@ class IngestFiles(beam.PTransform):
             | "DistinctPaths" >> beam.Distinct()
             | "SpreadFiles" >> beam.Reshuffle()
             | "HashAndSniff"
-            >> beam.ParDo(_IdentifyFiles(self._tasks)).with_outputs(
-                FAILURES_TAG, "pdf", "image", "video", main="sources"
-            )
+            >> beam.ParDo(
+                _IdentifyFiles(self._tasks, self._prompt_by_kind),
+                done=beam.pvalue.AsDict(self._done) if self._done is not None else None,
+            ).with_outputs(FAILURES_TAG, SKIPPED_TAG, "pdf", "image", "video", main="sources")
         )
         failures = (
             matched[FAILURES_TAG],
@@ -153,5 +171,6 @@ class IngestFiles(beam.PTransform):
             "pdf": identified.pdf,
             "image": identified.image,
             "video": identified.video,
+            "skipped": identified[SKIPPED_TAG],
             "failures": failures,
         }

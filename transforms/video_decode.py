@@ -195,7 +195,21 @@ def sample_window(
         conv_w, conv_h = out_w, out_h
     frames: list[SampledFrame] = []
     errors, k, last_time = 0, 0, -math.inf
+    codec = stream.codec_context
+    codec.skip_frame = "DEFAULT"  # the container is reused across windows
+    skipping = False
     for packet in container.demux(stream):
+        # A frame presented before the next sampling instant is never kept: let the decoder
+        # drop it when no other frame references it (NONREF), so kept frames decode exactly
+        # as before. With frame threading `k` lags, which only means more decoding.
+        skip = (
+            packet.pts is not None
+            and k < len(targets)
+            and float((packet.pts - start_pts) * time_base) + 1e-6 < targets[k]
+        )
+        if skip != skipping:
+            codec.skip_frame = "NONREF" if skip else "DEFAULT"
+            skipping = skip
         try:
             decoded = packet.decode()
         except av.error.FFmpegError:
