@@ -37,7 +37,7 @@ COPY pipeline /src/pipeline
 COPY transforms /src/transforms
 COPY schemas /src/schemas
 COPY runners /src/runners
-RUN pip install "/src[transformers,video,pdf2image,openai]" \
+RUN pip install "/src[transformers,video,pdf2image,openai,duckdb]" \
  && python -c "import vlbeam.pipeline.run, vlbeam.transforms.qwen_transformers, av, pypdfium2, aiohttp"
 
 # Optionally bake model weights into the image (workers then need no network at start).

@@ -8,6 +8,7 @@ import sys
 
 USAGE = """usage: vlbeam run --input GLOB [--input GLOB ...] --output DIR [--tasks ocr]
                   [--model ID_OR_PATH] [any Beam pipeline flag]
+       vlbeam load duckdb DIR DB
        vlbeam tiny-model DIR
 
 Run `vlbeam run --help` for every job flag."""
@@ -41,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         except (VlbeamError, ValueError) as exc:  # bad flags, missing model/key, API check
             print(f"vlbeam: {exc}", file=sys.stderr)
             return 2
+        return 0
+    if command == "load":
+        if len(rest) != 3 or rest[0] != "duckdb":
+            print("usage: vlbeam load duckdb DIR DB", file=sys.stderr)
+            return 2
+        from vlbeam.pipeline.warehouse import load_duckdb
+
+        for table, n in load_duckdb(rest[1], rest[2]).items():
+            print(f"{table}: {n} rows")
         return 0
     if command == "tiny-model":
         if len(rest) != 1:

@@ -1,0 +1,170 @@
+"""Scheduled runs: --skip-existing, runs side by side, run manifests, DuckDB loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.pipeline_helpers import SAMPLES_GLOB, echo_inference, fake_handler, read_table, run_job
+from tests.video_fixtures import constant_rate, write_video
+from vlbeam.pipeline.elements import VLResult
+from vlbeam.pipeline.warehouse import load_duckdb
+
+SAMPLES = Path(SAMPLES_GLOB).parent
+
+
+def logging_inference(log: Path):
+    """A model double that appends one line per request to `log` (survives pickling)."""
+
+    def infer(model, batch, cfg):
+        with open(log, "a") as handle:
+            handle.write("x\n" * len(batch))
+        return echo_inference(model, batch, cfg)
+
+    return infer
+
+
+def calls(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def partitions(out: Path, table: str) -> list[str]:
+    return sorted(p.name for p in (out / table).iterdir())
+
+
+def test_skip_existing_processes_only_new_or_failed_files(tmp_path):
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "calls.log"
+    src.mkdir()
+    shutil.copy(SAMPLES / "born_digital.pdf", src / "a.pdf")
+    shutil.copy(SAMPLES / "scanned_page.pdf", src / "b.pdf")
+    flaky = fake_handler(
+        lambda m, batch, c: [
+            VLResult.failed(RuntimeError("flaky model"))
+            if len(r.images[0]) > 100_000  # the scanned page's PNG is large
+            else res
+            for r, res in zip(batch, echo_inference(m, batch, c), strict=True)
+        ]
+    )
+    run_job([f"{src}/*"], out, "--skip-existing", "--run-id=night1", handler=flaky)
+    first = {Path(d["source_uri"]).name: d["status"] for d in read_table(out, "documents")}
+    assert first == {"a.pdf": "ok", "b.pdf": "failed"}
+
+    # Night 2: same files, a healthy model. a.pdf is skipped; b.pdf (failed) is retried.
+    run_job([f"{src}/*"], out, "--skip-existing", "--run-id=night2",
+            handler=fake_handler(logging_inference(log)))  # fmt: skip
+    assert calls(log) == 1
+    # Night 3: nothing new: no inference at all. Night 4: a new file: only that one.
+    run_job([f"{src}/*"], out, "--skip-existing", "--run-id=night3",
+            handler=fake_handler(logging_inference(log)))  # fmt: skip
+    assert calls(log) == 1
+    shutil.copy(SAMPLES / "born_digital.pdf", src / "c.pdf")  # same content as a.pdf
+    (src / "d.pdf").write_bytes((SAMPLES / "born_digital.pdf").read_bytes() + b"\n% changed\n")
+    run_job([f"{src}/*"], out, "--skip-existing", "--run-id=night4",
+            handler=fake_handler(logging_inference(log)))  # fmt: skip
+    assert calls(log) == 2  # d.pdf is new content; c.pdf has a.pdf's content, done already
+
+    # Runs sit side by side as run=<run_id> partitions; every run accounts for every file.
+    assert partitions(out, "documents") == [f"run=night{i}" for i in (1, 2, 3, 4)]
+    docs = read_table(out, "documents")
+    night = {r: {Path(d["source_uri"]).name: d["status"] for d in docs if d["run_id"] == r}
+             for r in ("night2", "night3", "night4")}  # fmt: skip
+    assert night["night2"] == {"a.pdf": "skipped", "b.pdf": "ok"}
+    assert night["night3"] == {"a.pdf": "skipped", "b.pdf": "skipped"}
+    assert night["night4"] == {"a.pdf": "skipped", "b.pdf": "skipped", "c.pdf": "skipped",
+                               "d.pdf": "ok"}  # fmt: skip
+
+
+def test_skip_existing_reprocesses_with_another_prompt(tmp_path):
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    run_job([SAMPLES_GLOB], out, "--skip-existing", handler=fake_handler())
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("Transcribe.")
+    run_job([SAMPLES_GLOB], out, "--skip-existing", f"--ocr-prompt-file={prompt}",
+            handler=fake_handler(logging_inference(log)))  # fmt: skip
+    assert calls(log) == 2
+
+
+def test_overwrite_mode_keeps_only_the_latest_run(tmp_path):
+    out = tmp_path / "out"
+    run_job([SAMPLES_GLOB], out, "--run-id=r1", handler=fake_handler())
+    run_job([SAMPLES_GLOB], out, "--run-id=r2", handler=fake_handler())
+    for table in ("documents", "pages", "failures", "video_windows", "video_events"):
+        assert partitions(out, table) == ["run=r2"], table
+
+
+def test_run_manifest_records_options_versions_counts_without_secrets(tmp_path):
+    out = tmp_path / "out"
+    run_job([SAMPLES_GLOB], out, "--run-id=m1", "--pdf-password=hunter2-secret",
+            handler=fake_handler())  # fmt: skip
+    text = (out / "_runs" / "m1.json").read_text()
+    manifest = json.loads(text)
+    assert manifest["status"] == "succeeded" and manifest["run_id"] == "m1"
+    assert manifest["counts"]["pages_ok"] == 2 and manifest["counts"]["documents"] == 2
+    assert manifest["versions"]["apache-beam"] and manifest["versions"]["vlbeam"]
+    assert manifest["options"]["pdf_password"] == "***"
+    assert "hunter2-secret" not in text
+    assert manifest["started_at"] <= manifest["finished_at"]
+
+
+def test_failed_run_leaves_previous_output_and_a_failed_manifest(tmp_path):
+    out = tmp_path / "out"
+    run_job([SAMPLES_GLOB], out, "--run-id=good", handler=fake_handler())
+
+    class Unloadable(type(fake_handler())):
+        def load_model(self):
+            raise RuntimeError("GPU fell off the bus")
+
+    broken = Unloadable(fake_handler()._cfg, loader=lambda c: None)
+    with pytest.raises(Exception, match="GPU fell off the bus"):
+        run_job([SAMPLES_GLOB], out, "--run-id=bad", handler=broken)
+    assert partitions(out, "pages") == ["run=good"]
+    assert len(read_table(out, "pages")) == 2
+    failed = json.loads((out / "_runs" / "bad.json").read_text())
+    assert failed["status"] == "failed" and "GPU fell off the bus" in failed["error"]
+
+
+def test_duckdb_round_trip(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(SAMPLES / "born_digital.pdf", src / "a.pdf")
+    write_video(src / "clip.mp4", constant_rate(6, 10), None)
+
+    def answers(model, batch, cfg):
+        return [
+            VLResult(
+                text='[{"start": 1.0, "end": 2.5, "description": "a door opens"}]'
+                if r.frame_times_s
+                else "# Page",
+                input_tokens=5,
+                output_tokens=2,
+                finish_reason="stop",
+                latency_s=0.1,
+            )
+            for r in batch
+        ]
+
+    run_job([f"{src}/*"], out, "--query=a door opens", handler=fake_handler(answers))
+    db = tmp_path / "w.duckdb"
+    counts = load_duckdb(str(out), str(db))
+    assert counts["documents"] == 2 and counts["pages"] == 1 and counts["video_events"] == 1
+    load_duckdb(str(out), str(db))  # idempotent: replaces, never duplicates
+    with duckdb.connect(str(db)) as con:
+        joined = con.execute(
+            "SELECT d.kind, d.status, p.page_number, p.text FROM pages p "
+            "JOIN documents d USING (doc_id)"
+        ).fetchall()
+        assert joined == [("pdf", "ok", 1, "# Page")]
+        events = con.execute(
+            "SELECT d.source_uri, count(*), min(e.start_s), max(e.end_s) FROM video_events e "
+            "JOIN documents d USING (doc_id) GROUP BY ALL"
+        ).fetchall()
+        assert [(Path(u).name, n, a, b) for u, n, a, b in events] == [("clip.mp4", 1, 1.0, 2.5)]
+        types = dict(con.execute("SELECT column_name, data_type FROM "
+                                 "information_schema.columns WHERE table_name = 'video_windows'"
+                                 ).fetchall())  # fmt: skip
+        assert types["frame_times_s"] == "DOUBLE[]" and types["window_index"] == "INTEGER"
+        assert types["cost_usd"] == "DOUBLE" and "run" not in types
