@@ -112,7 +112,7 @@ def _drop_other_runs(output: str, table: str, run_id: str) -> None:
 
 def _write_empty(path: str, schema: pa.Schema) -> None:
     buf = io.BytesIO()
-    pq.write_table(schema.empty_table(), buf)
+    pq.write_table(schema.empty_table(), buf, use_compliant_nested_type=True)
     with FileSystems.create(path) as handle:
         handle.write(buf.getvalue())
 

@@ -168,3 +168,17 @@ def test_duckdb_round_trip(tmp_path):
                                  ).fetchall())  # fmt: skip
         assert types["frame_times_s"] == "DOUBLE[]" and types["window_index"] == "INTEGER"
         assert types["cost_usd"] == "DOUBLE" and "run" not in types
+
+
+def test_lists_are_written_as_compliant_parquet_lists(tmp_path):
+    """BigQuery and Spark read LIST columns without casts only in the spec's 3-level form."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    write_video(tmp_path / "v.mp4", constant_rate(3, 10), None)
+    run_job([str(tmp_path / "v.mp4")], out, "--query=x",
+            handler=fake_handler(lambda m, b, c: [VLResult(text="[]")] * len(b)))  # fmt: skip
+    [path] = (out / "video_windows").glob("run=*/*.parquet")
+    schema = str(pq.ParquetFile(path).schema)
+    assert "repeated group field_id=-1 list" in schema
+    assert " element;" in schema and " item;" not in schema

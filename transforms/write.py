@@ -20,4 +20,7 @@ class WriteTable(beam.PTransform):
             schema=self._schema,
             file_name_suffix=".parquet",
             num_shards=0,
+            # lists as the Parquet spec's LIST (element named `element`): BigQuery, Spark
+            # and DuckDB read them as arrays without casts
+            use_compliant_nested_type=True,
         )
