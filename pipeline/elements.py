@@ -144,6 +144,10 @@ class VLRequest:
         if self.frame_times_s is not None and len(self.frame_times_s) != len(self.images):
             raise ValueError("a video request needs one timestamp per frame")
 
+    @property
+    def num_bytes(self) -> int:
+        return sum(len(image) for image in self.images)
+
 
 @dataclass(frozen=True)
 class VLResult:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from apache_beam.metrics import Metrics
+
 from vlbeam.pipeline.elements import Provenance, VLResult
+from vlbeam.transforms.failures import NAMESPACE
 
 
 def api_columns(result: VLResult, prov: Provenance) -> dict:
@@ -13,3 +16,11 @@ def api_columns(result: VLResult, prov: Provenance) -> dict:
         "reasoning": result.reasoning,
         "cost_usd": result.cost_usd,
     }
+
+
+def count_usage(result: VLResult) -> None:
+    """Tokens and estimated cost of one model call, in Beam metrics (for the summary)."""
+    Metrics.counter(NAMESPACE, "input_tokens").inc(result.input_tokens or 0)
+    Metrics.counter(NAMESPACE, "output_tokens").inc(result.output_tokens or 0)
+    if result.cost_usd:
+        Metrics.counter(NAMESPACE, "cost_micro_usd").inc(round(result.cost_usd * 1e6))

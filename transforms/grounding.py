@@ -10,7 +10,7 @@ from apache_beam.metrics import Metrics
 
 from vlbeam.pipeline.config import Prompt
 from vlbeam.pipeline.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
-from vlbeam.transforms.api_columns import api_columns
+from vlbeam.transforms.api_columns import api_columns, count_usage
 from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
 from vlbeam.transforms.grounding_parse import (
     MergedSpan,
@@ -103,8 +103,6 @@ class ParseWindows(beam.DoFn):
         self._prov = prov
         self._queries = queries
         self._windows = Metrics.counter(NAMESPACE, "video_windows_ok")
-        self._input_tokens = Metrics.counter(NAMESPACE, "input_tokens")
-        self._output_tokens = Metrics.counter(NAMESPACE, "output_tokens")
         self._progress: ProgressLog | None = None
 
     def setup(self) -> None:
@@ -113,10 +111,7 @@ class ParseWindows(beam.DoFn):
     def process(self, keyed):
         ref, result = keyed
         self._progress.tick()
-        self._input_tokens.inc(result.input_tokens or 0)
-        self._output_tokens.inc(result.output_tokens or 0)
-        if result.cost_usd:
-            Metrics.counter(NAMESPACE, "cost_micro_usd").inc(round(result.cost_usd * 1e6))
+        count_usage(result)
         yield window_row(ref, result, self._prov)
         try:
             spans = window_spans(ref, result.text or "", self._queries)

@@ -9,7 +9,7 @@ from apache_beam.metrics import Metrics
 
 from vlbeam.pipeline.config import Prompt
 from vlbeam.pipeline.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
-from vlbeam.transforms.api_columns import api_columns
+from vlbeam.transforms.api_columns import api_columns, count_usage
 from vlbeam.transforms.failures import NAMESPACE
 from vlbeam.transforms.progress import ProgressLog
 
@@ -47,8 +47,6 @@ class ToPageRows(beam.DoFn):
     def __init__(self, prov: Provenance) -> None:
         self._prov = prov
         self._ok = Metrics.counter(NAMESPACE, "pages_ok")
-        self._input_tokens = Metrics.counter(NAMESPACE, "input_tokens")
-        self._output_tokens = Metrics.counter(NAMESPACE, "output_tokens")
         self._truncated = Metrics.counter(NAMESPACE, "pages_truncated")
         self._progress: ProgressLog | None = None
 
@@ -58,11 +56,8 @@ class ToPageRows(beam.DoFn):
     def process(self, keyed):
         ref, result = keyed
         self._ok.inc()
-        self._input_tokens.inc(result.input_tokens or 0)
-        self._output_tokens.inc(result.output_tokens or 0)
+        count_usage(result)
         if result.finish_reason == "length":
             self._truncated.inc()
-        if result.cost_usd:
-            Metrics.counter(NAMESPACE, "cost_micro_usd").inc(round(result.cost_usd * 1e6))
         self._progress.tick()
         yield page_row(ref, result, self._prov)

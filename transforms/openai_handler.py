@@ -59,7 +59,7 @@ class OpenAIApiHandler(ModelHandler[VLRequest, PredictionResult, ApiEngine]):
         return [PredictionResult(r, res) for r, res in zip(batch, results, strict=True)]
 
     def get_num_bytes(self, batch: Sequence[VLRequest]) -> int:
-        return sum(len(image) for request in batch for image in request.images)
+        return sum(request.num_bytes for request in batch)
 
     def get_metrics_namespace(self) -> str:
         return "vlbeam_openai"

@@ -282,7 +282,7 @@ class TransformersQwenHandler(ModelHandler[VLRequest, PredictionResult, Any]):
             return VLResult.failed(exc)
 
     def get_num_bytes(self, batch: Sequence[VLRequest]) -> int:
-        return sum(len(image) for request in batch for image in request.images)
+        return sum(request.num_bytes for request in batch)
 
     def get_metrics_namespace(self) -> str:
         return "vlbeam_transformers"

@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from vlbeam.pipeline.config import RenderConfig
 from vlbeam.pipeline.elements import Failure, PageImage, PageRange, PageRef, SourceFile
 from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
-from vlbeam.transforms.render_worker import RenderWorker
+from vlbeam.transforms.helper_dofn import HelperDoFn
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +50,7 @@ class _BytesCache:
         return self._data
 
 
-class _RenderDoFn(beam.DoFn):
-    def __init__(self, cfg: RenderConfig) -> None:
-        self._cfg = cfg
-        self._worker: RenderWorker | None = None
-        self._cache: _BytesCache | None = None
-
-    def setup(self) -> None:
-        self._worker = RenderWorker(self._cfg.max_memory_mb)
-        self._cache = _BytesCache()
-
-    def teardown(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-
-
-class _PlanPages(_RenderDoFn):
+class _PlanPages(HelperDoFn):
     """SourceFile → PageRange elements (+ `num_pages` per document, + failures)."""
 
     def process(self, source: SourceFile):
@@ -86,12 +71,17 @@ class _PlanPages(_RenderDoFn):
         yield from page_ranges(source, num_pages, self._cfg.pages_per_task)
 
 
-class _RenderPages(_RenderDoFn):
+class _RenderPages(HelperDoFn):
     """PageRange → PageImage per page (+ a failure per page that can't be rendered)."""
 
     def __init__(self, cfg: RenderConfig) -> None:
         super().__init__(cfg)
         self._rendered = Metrics.counter(NAMESPACE, "pages_rendered")
+        self._cache: _BytesCache | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        self._cache = _BytesCache()
 
     def process(self, task: PageRange):
         source = task.source

@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 
 from vlbeam.pipeline.elements import Failure, SourceFile, VideoWindow, WindowFrames, WindowRef
 from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
-from vlbeam.transforms.render_worker import RenderWorker
+from vlbeam.transforms.helper_dofn import HelperDoFn
 from vlbeam.transforms.video_decode import EmptyWindow, SamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -53,20 +53,7 @@ def plan_windows(source: SourceFile, duration_s: float, cfg: VideoConfig) -> lis
     return windows
 
 
-class _VideoDoFn(beam.DoFn):
-    def __init__(self, cfg: VideoConfig) -> None:
-        self._cfg = cfg
-        self._worker: RenderWorker | None = None
-
-    def setup(self) -> None:
-        self._worker = RenderWorker(self._cfg.max_memory_mb)
-
-    def teardown(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-
-
-class _PlanWindows(_VideoDoFn):
+class _PlanWindows(HelperDoFn):
     def process(self, source: SourceFile):
         try:
             info = self._worker.probe_video(source.uri, self._cfg.timeout_s)
@@ -83,7 +70,7 @@ class _PlanWindows(_VideoDoFn):
         yield from windows
 
 
-class _SampleWindows(_VideoDoFn):
+class _SampleWindows(HelperDoFn):
     def __init__(self, cfg: VideoConfig) -> None:
         super().__init__(cfg)
         self._frames = Metrics.counter(NAMESPACE, "video_frames")
