@@ -155,7 +155,7 @@ def make_handler(opts: VlbeamOptions) -> ModelHandler:
             cfg,
             min_batch_size=opts.min_batch_size,
             max_batch_size=opts.max_batch_size if explicit_batch else None,
-            max_batch_duration_secs=opts.max_batch_duration_secs or 1,
+            max_batch_duration_secs=opts.max_batch_duration_secs,
         )
     from vlbeam.transforms.qwen_transformers import TransformersQwenHandler, check_model_available
 

@@ -424,6 +424,8 @@ def error_message(status: int, body: bytes | str) -> str:
         payload = json.loads(text)
     except ValueError:
         return f"HTTP {status}: {text.strip()[:500] or '(empty body)'}"
+    if isinstance(payload, dict) and "error" not in payload and "detail" in payload:
+        payload = {"error": payload["detail"]}  # FastAPI servers (e.g. transformers serve)
     error = payload.get("error", payload) if isinstance(payload, dict) else payload
     if isinstance(error, dict):
         parts = [str(error.get(k)) for k in ("type", "code") if error.get(k)]

@@ -18,6 +18,10 @@ from vlbeam.transforms.http_api import ApiConfig
 from vlbeam.transforms.http_client import ApiEngine
 
 BACKEND = "openai"
+# Default batch = this many times --max-concurrency: while the batch's last requests are still
+# being sent, finished slots take the next ones, so the provider's concurrency stays saturated
+# across the batch (a batch of exactly max_concurrency waits for its slowest request).
+BATCH_PER_CONCURRENCY = 4
 
 
 class OpenAIApiHandler(ModelHandler[VLRequest, PredictionResult, ApiEngine]):
@@ -29,11 +33,11 @@ class OpenAIApiHandler(ModelHandler[VLRequest, PredictionResult, ApiEngine]):
         *,
         min_batch_size: int = 1,
         max_batch_size: int | None = None,
-        max_batch_duration_secs: int | None = 1,
+        max_batch_duration_secs: int | None = None,
     ) -> None:
         super().__init__(
             min_batch_size=min_batch_size,
-            max_batch_size=max_batch_size or cfg.max_concurrency,
+            max_batch_size=max_batch_size or BATCH_PER_CONCURRENCY * cfg.max_concurrency,
             max_batch_duration_secs=max_batch_duration_secs,
         )
         self._cfg = cfg
