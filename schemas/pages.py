@@ -2,6 +2,8 @@
 
 import pyarrow as pa
 
+from vlbeam.schemas.model_call import MODEL_CALL_FIELDS
+
 PAGES = pa.schema(
     [
         pa.field("doc_id", pa.string(), nullable=False),
@@ -14,15 +16,7 @@ PAGES = pa.schema(
         pa.field("model", pa.string(), nullable=False),
         pa.field("backend", pa.string(), nullable=False),
         pa.field("prompt_id", pa.string(), nullable=False),
-        pa.field("input_tokens", pa.int32(), nullable=True),
-        pa.field("output_tokens", pa.int32(), nullable=True),
-        pa.field("finish_reason", pa.string(), nullable=True),  # stop | length
-        pa.field("latency_s", pa.float64(), nullable=True),
-        pa.field("provider", pa.string(), nullable=True),  # API backend: the preset used
-        pa.field("served_model", pa.string(), nullable=True),  # as the server reports it
-        pa.field("request_id", pa.string(), nullable=True),
-        pa.field("reasoning", pa.string(), nullable=True),  # thinking models, apart from text
-        pa.field("cost_usd", pa.float64(), nullable=True),  # when prices are configured
+        *MODEL_CALL_FIELDS,
         pa.field("run_id", pa.string(), nullable=False),
     ]
 )

@@ -10,7 +10,6 @@ from apache_beam.metrics import Metrics
 
 from vlbeam.pipeline.config import Prompt
 from vlbeam.pipeline.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
-from vlbeam.transforms.api_columns import api_columns, count_usage
 from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
 from vlbeam.transforms.grounding_parse import (
     MergedSpan,
@@ -20,6 +19,7 @@ from vlbeam.transforms.grounding_parse import (
     merge_spans,
     parse_spans,
 )
+from vlbeam.transforms.model_call import count_usage, model_call_columns
 from vlbeam.transforms.progress import ProgressLog
 
 logger = logging.getLogger(__name__)
@@ -48,11 +48,7 @@ def window_row(ref: WindowRef, result: VLResult, prov: Provenance) -> dict:
         "backend": prov.backend,
         "prompt_id": prov.prompt_id,
         "raw_output": result.text,
-        "input_tokens": result.input_tokens,
-        "output_tokens": result.output_tokens,
-        "finish_reason": result.finish_reason,
-        "latency_s": result.latency_s,
-        **api_columns(result, prov),
+        **model_call_columns(result, prov),
         "run_id": prov.run_id,
     }
 

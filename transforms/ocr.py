@@ -9,8 +9,8 @@ from apache_beam.metrics import Metrics
 
 from vlbeam.pipeline.config import Prompt
 from vlbeam.pipeline.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
-from vlbeam.transforms.api_columns import api_columns, count_usage
 from vlbeam.transforms.failures import NAMESPACE
+from vlbeam.transforms.model_call import count_usage, model_call_columns
 from vlbeam.transforms.progress import ProgressLog
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,7 @@ def page_row(ref: PageRef, result: VLResult, prov: Provenance) -> dict:
         "model": prov.model,
         "backend": prov.backend,
         "prompt_id": prov.prompt_id,
-        "input_tokens": result.input_tokens,
-        "output_tokens": result.output_tokens,
-        "finish_reason": result.finish_reason,
-        "latency_s": result.latency_s,
-        **api_columns(result, prov),
+        **model_call_columns(result, prov),
         "run_id": prov.run_id,
     }
 

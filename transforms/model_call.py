@@ -8,8 +8,13 @@ from vlbeam.pipeline.elements import Provenance, VLResult
 from vlbeam.transforms.failures import NAMESPACE
 
 
-def api_columns(result: VLResult, prov: Provenance) -> dict:
+def model_call_columns(result: VLResult, prov: Provenance) -> dict:
+    """The values of `schemas.model_call.MODEL_CALL_FIELDS` for one result."""
     return {
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "finish_reason": result.finish_reason,
+        "latency_s": result.latency_s,
         "provider": prov.provider,
         "served_model": result.served_model,
         "request_id": result.request_id,
