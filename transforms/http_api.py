@@ -153,6 +153,8 @@ class ApiConfig:
     def cost_usd(self, input_tokens: int | None, output_tokens: int | None) -> float | None:
         if self.price_input_per_mtok is None or self.price_output_per_mtok is None:
             return None
+        if input_tokens is None and output_tokens is None:
+            return None  # the server reported no usage: unknown, not free
         return (
             (input_tokens or 0) * self.price_input_per_mtok
             + (output_tokens or 0) * self.price_output_per_mtok
@@ -186,18 +188,17 @@ def api_config_from_preset(
     url = base_url or preset.base_url
     if not url:
         raise ValueError(f"--provider {provider} needs --base-url (e.g. http://host:8000/v1)")
-    seed = overrides.get("seed")
-    if preset.min_seed is not None and seed is not None and seed < preset.min_seed:
-        raise ValueError(f"{provider} needs --seed >= {preset.min_seed}")
-    stop = tuple(overrides.get("stop") or ())
-    if preset.max_stop is not None and len(stop) > preset.max_stop:
-        raise ValueError(f"{provider} takes at most {preset.max_stop} stop sequences")
-    prices = {
-        "price_input_per_mtok": overrides.pop("price_input_per_mtok", None)
-        or preset.price_input_per_mtok,
-        "price_output_per_mtok": overrides.pop("price_output_per_mtok", None)
-        or preset.price_output_per_mtok,
-    }
+    for seed in (overrides.get("seed"), extra.get("seed")):
+        if preset.min_seed is not None and seed is not None and seed < preset.min_seed:
+            raise ValueError(f"{provider} needs seed >= {preset.min_seed}")
+    for stop in (overrides.get("stop"), extra.get("stop")):
+        stops = [stop] if isinstance(stop, str) else list(stop or ())
+        if preset.max_stop is not None and len(stops) > preset.max_stop:
+            raise ValueError(f"{provider} takes at most {preset.max_stop} stop sequences")
+    prices = {}
+    for name in ("price_input_per_mtok", "price_output_per_mtok"):
+        given = overrides.pop(name, None)
+        prices[name] = getattr(preset, name) if given is None else given  # 0 is a price
     return ApiConfig(
         provider=provider,
         base_url=url,

@@ -16,6 +16,7 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -92,7 +93,12 @@ def backoff_delay(attempt: int, cfg: ApiConfig, rng: random.Random) -> float:
 def read_api_key(cfg: ApiConfig) -> str | None:
     if not cfg.api_key_env:
         return None
-    key = os.environ.get(cfg.api_key_env)
+    key = (os.environ.get(cfg.api_key_env) or "").strip()  # secrets mounted from files end in \n
+    if key and any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise MissingApiKey(
+            f"environment variable {cfg.api_key_env} holds control characters; it must hold "
+            "just the API key"
+        )
     if not key:
         raise MissingApiKey(
             f"environment variable {cfg.api_key_env} is not set; it must hold the API key for "
@@ -261,7 +267,8 @@ class ApiEngine:
                         after = retry_after_seconds(response.headers.get("Retry-After"))
                         raise _Retry(message, response.status, after)
                     raise ApiError(message, response.status)
-                if stream:
+                is_json = response.content_type == "application/json"
+                if stream and not is_json:  # a server that ignores `stream` answers plain JSON
                     acc = StreamAccumulator()
                     async for raw_line in response.content:
                         acc.feed_line(raw_line.decode("utf-8", "replace"))
@@ -274,7 +281,7 @@ class ApiEngine:
                 if not isinstance(payload, dict):
                     raise _Retry("response is not a JSON object")
                 if "error" in payload and not payload.get("choices"):
-                    raise _Retry(self._clean(error_message(response.status, str(payload))))
+                    raise _Retry(self._clean(error_message(response.status, json.dumps(payload))))
                 return parse_response(payload, request_id)
         except (_Retry, ApiError):
             raise
