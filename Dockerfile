@@ -27,8 +27,9 @@ RUN apt-get update \
 ENV PATH=/opt/venv/bin:$PATH
 
 # Beam with the GCP extras Dataflow needs, pinned to the launcher's version.
+COPY constraints.txt /src/constraints.txt
 RUN pip install --upgrade pip \
- && pip install "apache-beam[gcp]==${BEAM_VERSION}"
+ && pip install -c /src/constraints.txt "apache-beam[gcp]==${BEAM_VERSION}"
 
 # vlbeam with every backend and input kind: torch (CUDA build), transformers, PyAV, pypdfium2,
 # pdf2image, aiohttp. The same extras as `pip install -e '.[all]'`.
@@ -37,7 +38,7 @@ COPY pipeline /src/pipeline
 COPY transforms /src/transforms
 COPY schemas /src/schemas
 COPY runners /src/runners
-RUN pip install "/src[transformers,video,pdf2image,openai,duckdb]" \
+RUN pip install -c /src/constraints.txt "/src[transformers,video,pdf2image,openai,duckdb]" \
  && python -c "import vlbeam.pipeline.run, vlbeam.transforms.qwen_transformers, av, pypdfium2, aiohttp"
 
 # Optionally bake model weights into the image (workers then need no network at start).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -16,6 +17,17 @@ SAMPLES = REPO / "samples"
 
 def _corpus_root() -> Path:
     return Path(os.environ.get("VLBEAM_CORPUS") or REPO.parent / "shared" / "corpus")
+
+
+def require_module(name: str, extra: str):
+    """Import a test dependency; missing is a skip locally and an error under CI (`CI=true`)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        message = f"{name} is missing (install vlbeam[{extra}])"
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(message, allow_module_level=True)
 
 
 @pytest.fixture(scope="session")

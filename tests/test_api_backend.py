@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-pytest.importorskip("aiohttp", reason="needs vlbeam[openai]")
+from tests.conftest import require_module
+
+require_module("aiohttp", "openai")
 
 from tests.fake_api_server import (
     CHAT_PATH,

@@ -123,7 +123,7 @@ def _dockerfile() -> str:
 def test_dockerfile_installs_vlbeam_with_every_runtime_extra():
     project = _pyproject()["project"]
     docker = _dockerfile()
-    match = re.search(r'pip install "/src\[([a-z0-9_,]+)\]"', docker)
+    match = re.search(r'pip install -c /src/constraints.txt "/src\[([a-z0-9_,]+)\]"', docker)
     assert match, "the image must pip-install vlbeam from its own source"
     installed = set(match.group(1).split(","))
     runtime_extras = set(project["optional-dependencies"]) - {"dev", "all"}
@@ -175,3 +175,55 @@ def test_every_import_of_the_pipeline_is_a_declared_dependency():
         assert dists & names or transitive.get(module) in names, (
             f"{module} (from {dists}) is imported but not declared in pyproject.toml"
         )
+
+
+# ---------------------------------------------------------------- pinned installs
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt must pin exact versions: {line!r}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def _install_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if re.search(r"\bpip install\b", line)]
+
+
+def test_readme_ci_and_image_install_from_the_same_constraints():
+    readme_install = (REPO / "README.md").read_text().split("```bash", 1)[1].split("```")[0]
+    sources = {
+        "README": readme_install,
+        ".ci/run": (REPO / ".ci" / "run").read_text(),
+        "Dockerfile": _dockerfile(),
+    }
+    for name, text in sources.items():
+        lines = [ln for ln in _install_lines(text) if "--upgrade pip" not in ln]
+        lines = [ln for ln in lines if " -U pip" not in ln]
+        assert lines, name
+        for line in lines:
+            assert re.search(r"-c (/src/)?constraints\.txt", line), f"{name}: {line.strip()}"
+
+
+def test_constraints_pin_every_dependency_within_the_ranges():
+    """Every dependency of every extra is pinned, inside pyproject's range, and the pins are
+    what this environment runs (the suite passes with exactly these versions)."""
+    from packaging.requirements import Requirement
+
+    pins = _pins()
+    project = _pyproject()["project"]
+    declared = [*project["dependencies"]]
+    for extra, deps in project["optional-dependencies"].items():
+        if extra != "all":
+            declared += deps
+    for spec in declared:
+        req = Requirement(spec)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in pins, f"{req.name} is not pinned in constraints.txt"
+        assert pins[name] in req.specifier, f"{name}=={pins[name]} is outside {req.specifier}"
+        assert metadata.version(req.name) == pins[name], f"installed {req.name} is not the pin"
