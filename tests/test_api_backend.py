@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (the test dependency check runs before the imports that need it)
 """`--backend openai` against a local fake API server (tests/fake_api_server.py, 127.0.0.1
 only): the exact requests each preset and style sends, the rows that come out, video over
 HTTP, retries and faults, the early stop on a rejected key, concurrency and rate limits, and

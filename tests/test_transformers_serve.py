@@ -34,9 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_helpers import SAMPLES_GLOB, read_table, run_job
-
 from tests.conftest import require_module
+from tests.pipeline_helpers import SAMPLES_GLOB, read_table, run_job
 
 require_module("fastapi", "dev")
 require_module("uvicorn", "dev")
