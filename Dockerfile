@@ -39,7 +39,7 @@ COPY transforms /src/transforms
 COPY schemas /src/schemas
 COPY runners /src/runners
 RUN pip install -c /src/constraints.txt "/src[transformers,video,pdf2image,openai,duckdb]" \
- && python -c "import vlbeam.pipeline.run, vlbeam.transforms.qwen_transformers, av, pypdfium2, aiohttp"
+ && python -c "import vlbeam.pipeline.run, vlbeam.transforms.backends.qwen_transformers, av, pypdfium2, aiohttp"
 
 # Optionally bake model weights into the image (workers then need no network at start).
 RUN if [ -n "$MODEL" ]; then \

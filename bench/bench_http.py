@@ -63,10 +63,10 @@ def small_png() -> bytes:
 
 
 def measure(concurrency: int, delay: float, rounds: int) -> dict:
-    from vlbeam.pipeline.elements import VLRequest
-    from vlbeam.transforms.http_api import ApiConfig
-    from vlbeam.transforms.http_client import ApiEngine
-    from vlbeam.transforms.openai_handler import BATCH_PER_CONCURRENCY
+    from vlbeam.schemas.elements import VLRequest
+    from vlbeam.transforms.backends.openai_engine import ApiEngine
+    from vlbeam.transforms.backends.openai_handler import BATCH_PER_CONCURRENCY
+    from vlbeam.transforms.backends.openai_protocol import ApiConfig
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(delay), str(concurrency),

@@ -74,7 +74,7 @@ def main() -> None:
     inputs = tmp / "in"
     inputs.mkdir()
     make_inputs(inputs, Path(args.corpus))
-    from vlbeam.pipeline.tiny_model import ensure_tiny_model
+    from vlbeam.transforms.backends.tiny_model import ensure_tiny_model
 
     ensure_tiny_model()  # built once, outside every timing
     common = [f"--input={inputs}/*", "--model=tiny-random", "--max-new-tokens=8",

@@ -3,13 +3,13 @@
 What it measures, all within one run so that ratios are comparable on a noisy machine:
 
 1. Throughput (pages/s) of vlbeam's real code path against a bare pypdfium2 loop over
-   the same pages: `RenderWorker` (the helper subprocess) driven page by page like
+   the same pages: `HelperProcess` (the helper subprocess) driven page by page like
    `_RenderPages` does, with `RenderConfig()` defaults (1288 px long side, PNG level 1,
    text layer on), once more with the text layer off, and the whole `SplitPages`
    transform in a `FnApiRunner` pipeline. The bare loop opens the PDF once and renders
    each page at the same scale to PIL RGB and encodes PNG level 1 (same work, no process
    boundary); a render-only loop (no encode) is given for context.
-2. Renderer: pypdfium2 (default) against pdf2image/poppler, both through `RenderWorker`.
+2. Renderer: pypdfium2 (default) against pdf2image/poppler, both through `HelperProcess`.
 3. Page image transport format: size and encode/decode time of PNG level 1 (vlbeam's
    default), PNG level 6, lossless WebP (method 0) and JPEG q95 for a few pages.
 4. Peak memory of a `SplitPages` pipeline (fresh subprocess, counting sink) over a small
@@ -48,10 +48,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from PIL import Image
 
-from vlbeam.pipeline.config import RenderConfig
-from vlbeam.pipeline.elements import PageImage, SourceFile
+from vlbeam.schemas.config import RenderConfig
+from vlbeam.schemas.elements import PageImage, SourceFile
 from vlbeam.transforms.ingest import identify_file
-from vlbeam.transforms.render_worker import RenderWorker
+from vlbeam.transforms.media.helper_process import HelperProcess
 from vlbeam.transforms.split_pages import SplitPages, read_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -163,7 +163,7 @@ def _render_page_rgb(doc, index: int, long_side: int) -> Image.Image:
 
 
 def worker_render(
-    worker: RenderWorker, source: SourceFile, n_pages: int, cfg: RenderConfig
+    worker: HelperProcess, source: SourceFile, n_pages: int, cfg: RenderConfig
 ) -> list[tuple[int, int]]:
     """vlbeam's helper process, page by page, as `_RenderPages.process` drives it."""
     data = read_bytes(source.uri)
@@ -248,9 +248,9 @@ class Method:
 
 BARE_RENDER = "bare pypdfium2 render only"
 BARE_PNG1 = "bare pypdfium2 render + PNG1"
-WORKER_DEFAULT = "RenderWorker, RenderConfig()"
-WORKER_NO_TEXT = "RenderWorker, no text layer"
-WORKER_POPPLER = "RenderWorker, pdf2image"
+WORKER_DEFAULT = "HelperProcess, RenderConfig()"
+WORKER_NO_TEXT = "HelperProcess, no text layer"
+WORKER_POPPLER = "HelperProcess, pdf2image"
 SPLIT_PAGES = "SplitPages on FnApiRunner"
 
 
@@ -262,7 +262,7 @@ def bare_method(encode: bool) -> Callable[[PageSet], RunResult]:
     return run
 
 
-def worker_method(worker: RenderWorker, cfg: RenderConfig) -> Callable[[PageSet], RunResult]:
+def worker_method(worker: HelperProcess, cfg: RenderConfig) -> Callable[[PageSet], RunResult]:
     def run(pages: PageSet) -> RunResult:
         sizes = [
             size
@@ -284,7 +284,7 @@ def split_pages_method(empty: bool) -> Callable[[PageSet], RunResult]:
     return run
 
 
-def throughput_methods(workers: dict[str, RenderWorker]) -> list[Method]:
+def throughput_methods(workers: dict[str, HelperProcess]) -> list[Method]:
     return [
         Method(BARE_RENDER, bare_method(encode=False)),
         Method(BARE_PNG1, bare_method(encode=True)),
@@ -301,10 +301,10 @@ def throughput_methods(workers: dict[str, RenderWorker]) -> list[Method]:
     ]
 
 
-def start_workers(corpus: Path) -> tuple[dict[str, RenderWorker], float]:
+def start_workers(corpus: Path) -> tuple[dict[str, HelperProcess], float]:
     """Start the helpers before timing (the stage starts one per DoFn instance, once)."""
     data = (corpus / "pdf" / "good" / "pdfjs_vertical.pdf").read_bytes()
-    workers = {key: RenderWorker() for key in ("default", "notext", "poppler")}
+    workers = {key: HelperProcess() for key in ("default", "notext", "poppler")}
     start_s = [timed(w.count_pages, "0" * 64, data, None)[0] for w in workers.values()]
     return workers, statistics.median(start_s)
 

@@ -10,7 +10,7 @@
    - vlbeam's sampling at 2 fps and 0.5 fps, the real code: windows planned by
      `plan_windows(VideoConfig(sampling=SamplingConfig(fps=...)))` (60 s windows,
      4 s overlap), then `open_container` / `probe` / `sample_window` per window,
-     both in this process and through `RenderWorker` (the helper process the
+     both in this process and through `HelperProcess` (the helper process the
      pipeline uses: `probe_video` then `sample_video` per window; its start-up and
      imports are included in its time and also shown alone).
    Ratios (vlbeam wall / floor wall, same round; lower is better, < 1 is faster than
@@ -23,7 +23,7 @@
 2. Memory. A short and a long 320x240 30 fps video (5 and 60 minutes by default)
    go through the real Beam transform `SplitVideo` on `FnApiRunner` in a fresh
    Python process each; frames are counted, not kept. The RSS of the whole process
-   tree (the Beam process plus the RenderWorker helper) is sampled with psutil every
+   tree (the Beam process plus the HelperProcess helper) is sampled with psutil every
    0.1 s; each process's own peak (VmHWM) is reported too. Claim under test: peak
    memory for the long video is about the same as for the short one.
 
@@ -164,9 +164,9 @@ def run_pyav_all(path: Path) -> dict[str, Any]:
 
 
 def _windows(path: Path, duration_s: float, fps: float):
-    from vlbeam.pipeline.elements import SourceFile
+    from vlbeam.schemas.elements import SourceFile
+    from vlbeam.transforms.media.video_decode import SamplingConfig
     from vlbeam.transforms.split_video import VideoConfig, plan_windows
-    from vlbeam.transforms.video_decode import SamplingConfig
 
     cfg = VideoConfig(sampling=SamplingConfig(fps=fps))
     source = SourceFile(uri=str(path), doc_id=None, kind="video", size_bytes=path.stat().st_size)
@@ -174,13 +174,13 @@ def _windows(path: Path, duration_s: float, fps: float):
 
 
 def _expected_frames(windows, sampling) -> int:
-    from vlbeam.transforms.video_decode import target_times
+    from vlbeam.transforms.media.video_decode import target_times
 
     return sum(len(target_times(w.start_s, w.end_s, sampling)) for w in windows)
 
 
 def run_in_process(path: Path, fps: float) -> dict[str, Any]:
-    from vlbeam.transforms.video_decode import open_container, probe, sample_window
+    from vlbeam.transforms.media.video_decode import open_container, probe, sample_window
 
     container = open_container(str(path))
     try:
@@ -206,12 +206,12 @@ def run_in_process(path: Path, fps: float) -> dict[str, Any]:
 
 
 def run_worker(path: Path, fps: float) -> dict[str, Any]:
-    from vlbeam.transforms.render_worker import RenderWorker
+    from vlbeam.transforms.media.helper_process import HelperProcess
     from vlbeam.transforms.split_video import VideoConfig
 
     t0 = time.perf_counter()
     timeout = VideoConfig().timeout_s
-    worker = RenderWorker(VideoConfig().max_memory_mb)
+    worker = HelperProcess(VideoConfig().max_memory_mb)
     try:
         info = worker.probe_video(str(path), timeout)
         startup = time.perf_counter() - t0
@@ -233,7 +233,7 @@ def run_worker(path: Path, fps: float) -> dict[str, Any]:
 
 
 def duration_of(path: Path) -> float:
-    from vlbeam.transforms.video_decode import open_container, probe
+    from vlbeam.transforms.media.video_decode import open_container, probe
 
     container = open_container(str(path))
     try:
@@ -356,7 +356,7 @@ def measure_memory(path: Path, interval_s: float = 0.1) -> dict[str, Any]:
         for p in tree:
             try:
                 total += p.memory_info().rss
-                if p.pid != root.pid and "render_worker" in " ".join(p.cmdline()):
+                if p.pid != root.pid and "helper_process" in " ".join(p.cmdline()):
                     helper_hwm_kb[p.pid] = _hwm_kb(p.pid)
             except (psutil.Error, OSError):
                 continue
@@ -391,9 +391,9 @@ def _speed_table(videos: list[dict[str, Any]], rounds: int) -> list[str]:
         "floor": "floor: ffmpeg -an -f null",
         "pyav_all": "PyAV, every frame",
         "inproc_2fps": "vlbeam 2 fps, in-process",
-        "worker_2fps": "vlbeam 2 fps, RenderWorker",
+        "worker_2fps": "vlbeam 2 fps, HelperProcess",
         "inproc_0.5fps": "vlbeam 0.5 fps, in-process",
-        "worker_0.5fps": "vlbeam 0.5 fps, RenderWorker",
+        "worker_0.5fps": "vlbeam 0.5 fps, HelperProcess",
     }
     lines = [
         f"Speed (median of {rounds} round(s); ratio = wall / floor wall in the same round, "
@@ -415,7 +415,7 @@ def _speed_table(videos: list[dict[str, Any]], rounds: int) -> list[str]:
             )
             name = ""
         startup = video["summary"]["worker_2fps"]["startup_probe_s"]
-        lines.append(f"{'':<14} (RenderWorker start-up + probe: {startup:.2f} s of its wall)")
+        lines.append(f"{'':<14} (HelperProcess start-up + probe: {startup:.2f} s of its wall)")
     return lines
 
 

@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             VlbeamOptions._add_argparse_args(parser)
             parser.print_help()
             return 0
-        from vlbeam.pipeline.errors import VlbeamError
         from vlbeam.pipeline.run import run
         from vlbeam.runners import expand_target
+        from vlbeam.schemas.errors import VlbeamError
 
         try:
             run(expand_target(rest))
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(rest) != 1:
             print("usage: vlbeam tiny-model DIR", file=sys.stderr)
             return 2
-        from vlbeam.pipeline.tiny_model import write_tiny_model
+        from vlbeam.transforms.backends.tiny_model import write_tiny_model
 
         print(write_tiny_model(rest[0]))
         return 0

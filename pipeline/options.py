@@ -10,7 +10,7 @@ import json
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from vlbeam.pipeline.config import (
+from vlbeam.schemas.config import (
     DEVICES,
     DTYPES,
     IMAGE_FORMATS,
@@ -19,9 +19,14 @@ from vlbeam.pipeline.config import (
     ModelConfig,
     RenderConfig,
 )
-from vlbeam.transforms.http_api import PRESETS, STYLES, ApiConfig, api_config_from_preset
+from vlbeam.transforms.backends.openai_protocol import (
+    PRESETS,
+    STYLES,
+    ApiConfig,
+    api_config_from_preset,
+)
+from vlbeam.transforms.media.video_decode import SamplingConfig
 from vlbeam.transforms.split_video import VideoConfig
-from vlbeam.transforms.video_decode import SamplingConfig
 
 
 def _flag(parser, name: str, **kwargs) -> None:
@@ -143,7 +148,7 @@ class VlbeamOptions(PipelineOptions):
             "render_memory_mb",
             type=int,
             default=r.max_memory_mb,
-            help="address-space limit of the render helper process",
+            help="address-space limit of the helper process",
         )
         _flag(
             parser,

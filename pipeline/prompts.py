@@ -6,7 +6,7 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
-from vlbeam.pipeline.config import Prompt
+from vlbeam.schemas.config import Prompt
 
 DEFAULT_OCR_PROMPT_ID = "ocr_markdown_v1"
 

@@ -10,9 +10,6 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from vlbeam.pipeline.config import ModelConfig
-from vlbeam.pipeline.elements import Provenance
-from vlbeam.pipeline.ids import new_run_id
 from vlbeam.pipeline.manifest import RunManifest
 from vlbeam.pipeline.options import (
     VlbeamOptions,
@@ -26,6 +23,9 @@ from vlbeam.pipeline.output import join, publish, staging_dir, table_glob
 from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
 from vlbeam.pipeline.summary import counters, format_summary, model_loads
 from vlbeam.schemas import TABLES
+from vlbeam.schemas.config import ModelConfig
+from vlbeam.schemas.elements import Provenance
+from vlbeam.schemas.ids import new_run_id
 from vlbeam.transforms.documents import SummarizeDocuments
 from vlbeam.transforms.grounding import GroundVideo, window_request
 from vlbeam.transforms.inference import InferVL
@@ -41,7 +41,7 @@ DEFAULT_RUNNER = "FnApiRunner"  # in-process; never tries to download a runner b
 
 
 def _is_page(keyed) -> bool:
-    from vlbeam.pipeline.elements import PageRef
+    from vlbeam.schemas.elements import PageRef
 
     return isinstance(keyed[0], PageRef)
 
@@ -144,8 +144,8 @@ def vars_of(prov: Provenance) -> dict:
 def make_handler(opts: VlbeamOptions) -> ModelHandler:
     """The backend's model handler, after the launcher-side checks that fail fast."""
     if opts.backend == "openai":
-        from vlbeam.transforms.http_client import preflight
-        from vlbeam.transforms.openai_handler import OpenAIApiHandler
+        from vlbeam.transforms.backends.openai_engine import preflight
+        from vlbeam.transforms.backends.openai_handler import OpenAIApiHandler
 
         cfg = api_config(opts)
         if not opts.no_preflight:
@@ -157,7 +157,10 @@ def make_handler(opts: VlbeamOptions) -> ModelHandler:
             max_batch_size=opts.max_batch_size if explicit_batch else None,
             max_batch_duration_secs=opts.max_batch_duration_secs,
         )
-    from vlbeam.transforms.qwen_transformers import TransformersQwenHandler, check_model_available
+    from vlbeam.transforms.backends.qwen_transformers import (
+        TransformersQwenHandler,
+        check_model_available,
+    )
 
     check_model_available(opts.model)
     return TransformersQwenHandler(model_config(opts), large_model=opts.large_model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from vlbeam.transforms.failures import NAMESPACE
+from vlbeam.transforms.dead_letter import NAMESPACE
 
 
 def counters(result) -> dict[str, int]:

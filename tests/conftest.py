@@ -45,7 +45,7 @@ def corpus() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """Build the tiny random checkpoint once per session; `--model tiny-random` resolves to it."""
-    from vlbeam.pipeline.tiny_model import ensure_tiny_model
+    from vlbeam.transforms.backends.tiny_model import ensure_tiny_model
 
     cache = tmp_path_factory.mktemp("vlbeam-cache")
     os.environ["VLBEAM_CACHE"] = str(cache)

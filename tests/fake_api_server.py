@@ -1,7 +1,7 @@
 """A local OpenAI-compatible HTTP server for tests (127.0.0.1 only, a free port, a background
 thread running aiohttp.web).
 
-It speaks the three request styles of `vlbeam.transforms.http_api`:
+It speaks the three request styles of `vlbeam.transforms.backends.openai_protocol`:
 - `POST /v1/chat/completions`: chat (JSON, or server-sent events when `body.stream` is true:
   `data: {...}` chunks with `choices[].delta.content`, a final chunk with `usage`, then
   `data: [DONE]`);

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from vlbeam.pipeline.config import ModelConfig
-from vlbeam.pipeline.elements import VLRequest, VLResult
 from vlbeam.pipeline.run import run
-from vlbeam.transforms.qwen_transformers import TransformersQwenHandler
+from vlbeam.schemas.config import ModelConfig
+from vlbeam.schemas.elements import VLRequest, VLResult
+from vlbeam.transforms.backends.qwen_transformers import TransformersQwenHandler
 
 SAMPLES_GLOB = str(Path(__file__).resolve().parents[1] / "samples" / "*.pdf")
 

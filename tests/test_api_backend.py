@@ -42,17 +42,17 @@ from tests.fake_api_server import (
 )
 from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, read_table, run_job
 from tests.video_fixtures import constant_rate, is_red, write_video
-from vlbeam.pipeline.elements import VLRequest, VLResult
-from vlbeam.pipeline.errors import VlbeamError
 from vlbeam.pipeline.prompts import builtin_prompt
-from vlbeam.transforms.http_api import QWEN_STOP, ApiConfig
-from vlbeam.transforms.http_client import (
+from vlbeam.schemas.elements import VLRequest, VLResult
+from vlbeam.schemas.errors import VlbeamError
+from vlbeam.transforms.backends.openai_engine import (
     ApiEngine,
     MissingApiKey,
     PreflightFailed,
     RunAborted,
     preflight,
 )
+from vlbeam.transforms.backends.openai_protocol import QWEN_STOP, ApiConfig
 
 KEY = "sk-vlbeam-TEST-5f3a9c1e7d-never-leak-me"
 KEY_ENV = "VLBEAM_TEST_API_KEY"

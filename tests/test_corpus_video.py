@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline_helpers import fake_handler, read_table, run_job
-from vlbeam.pipeline.elements import VLResult
+from vlbeam.schemas.elements import VLResult
 
 # In good/ but without a picture to look at: must be a clear failure, not windows.
 NO_VIDEO = {"mediabunny_multiple-aac-tracks_audio-only.mp4": "NoVideoStream"}

@@ -11,25 +11,6 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from vlbeam.pipeline.config import TASKS, ModelConfig, Prompt, RenderConfig
-from vlbeam.pipeline.elements import (
-    Failure,
-    PageRange,
-    PageRef,
-    SourceFile,
-    VLRequest,
-    VLResult,
-)
-from vlbeam.pipeline.errors import (
-    EmptyFile,
-    EncryptedPdf,
-    RemoteError,
-    TaskNotEnabled,
-    UnsupportedInput,
-    error_message,
-    error_type,
-)
-from vlbeam.pipeline.ids import new_run_id, sha256_hex
 from vlbeam.pipeline.options import VlbeamOptions, model_config, parse_tasks, render_config
 from vlbeam.pipeline.prompts import (
     DEFAULT_OCR_PROMPT_ID,
@@ -38,6 +19,25 @@ from vlbeam.pipeline.prompts import (
     prompt_from_file,
 )
 from vlbeam.schemas import DOCUMENTS, FAILURES
+from vlbeam.schemas.config import TASKS, ModelConfig, Prompt, RenderConfig
+from vlbeam.schemas.elements import (
+    Failure,
+    PageRange,
+    PageRef,
+    SourceFile,
+    VLRequest,
+    VLResult,
+)
+from vlbeam.schemas.errors import (
+    EmptyFile,
+    EncryptedPdf,
+    RemoteError,
+    TaskNotEnabled,
+    UnsupportedInput,
+    error_message,
+    error_type,
+)
+from vlbeam.schemas.ids import new_run_id, sha256_hex
 from vlbeam.transforms.documents import document_row, document_status
 from vlbeam.transforms.ingest import match_pattern, unprocessable_reason
 from vlbeam.transforms.split_pages import page_ranges

@@ -11,8 +11,8 @@ from tests.pipeline_helpers import SAMPLES_GLOB, read_table, run_job
 def test_tiny_model_runs_on_cuda_in_bfloat16(tiny_model, tmp_path):
     import torch
 
-    from vlbeam.pipeline.config import ModelConfig
-    from vlbeam.transforms.qwen_transformers import load_qwen
+    from vlbeam.schemas.config import ModelConfig
+    from vlbeam.transforms.backends.qwen_transformers import load_qwen
 
     assert torch.cuda.is_available()
     loaded = load_qwen(ModelConfig(model=str(tiny_model)))

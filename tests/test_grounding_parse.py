@@ -10,8 +10,6 @@ import re
 
 import pytest
 
-from vlbeam.pipeline.elements import Provenance, VLResult, WindowRef
-from vlbeam.pipeline.errors import VlbeamError
 from vlbeam.pipeline.prompts import (
     GROUNDING_QUERY_PROMPT_ID,
     TIMELINE_PROMPT_ID,
@@ -19,8 +17,10 @@ from vlbeam.pipeline.prompts import (
     grounding_prompt,
     read_queries,
 )
+from vlbeam.schemas.elements import Provenance, VLResult, WindowRef
+from vlbeam.schemas.errors import VlbeamError
 from vlbeam.transforms.grounding import assign_queries, event_row, window_row, window_spans
-from vlbeam.transforms.grounding_parse import (
+from vlbeam.transforms.media.grounding_parse import (
     MergedSpan,
     Span,
     UnparseableAnswer,

@@ -13,8 +13,14 @@ from email.utils import formatdate
 import pytest
 from PIL import Image
 
-from vlbeam.pipeline.elements import VLRequest
-from vlbeam.transforms.http_api import (
+from vlbeam.schemas.elements import VLRequest
+from vlbeam.transforms.backends.openai_engine import (
+    MissingApiKey,
+    backoff_delay,
+    read_api_key,
+    retry_after_seconds,
+)
+from vlbeam.transforms.backends.openai_protocol import (
     PRESETS,
     QWEN_STOP,
     VISION_PLACEHOLDER,
@@ -31,12 +37,6 @@ from vlbeam.transforms.http_api import (
     redact,
     split_thinking,
     timestamp_text,
-)
-from vlbeam.transforms.http_client import (
-    MissingApiKey,
-    backoff_delay,
-    read_api_key,
-    retry_after_seconds,
 )
 
 BASE = "http://127.0.0.1:9/v1"

@@ -11,8 +11,8 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
-from vlbeam.pipeline.config import RenderConfig
-from vlbeam.pipeline.errors import (
+from vlbeam.schemas.config import RenderConfig
+from vlbeam.schemas.errors import (
     DegeneratePage,
     EncryptedPdf,
     InvalidImage,
@@ -20,8 +20,8 @@ from vlbeam.pipeline.errors import (
     NoPages,
     PageTooLarge,
 )
-from vlbeam.transforms import pdf_render
-from vlbeam.transforms.pdf_render import (
+from vlbeam.transforms.media import pdf_render
+from vlbeam.transforms.media.pdf_render import (
     count_pages,
     encode_image,
     open_pdf,

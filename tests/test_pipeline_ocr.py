@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, read_table, run_job
-from vlbeam.pipeline.elements import VLResult
-from vlbeam.pipeline.errors import ModelNotFound
+from vlbeam.schemas.elements import VLResult
+from vlbeam.schemas.errors import ModelNotFound
 
 
 def test_tiny_model_end_to_end_on_samples(tiny_model, tmp_path):

@@ -11,8 +11,8 @@ import pytest
 
 from tests.pipeline_helpers import SAMPLES_GLOB, echo_inference, fake_handler, read_table, run_job
 from tests.video_fixtures import constant_rate, write_video
-from vlbeam.pipeline.elements import VLResult
 from vlbeam.pipeline.warehouse import load_duckdb
+from vlbeam.schemas.elements import VLResult
 
 SAMPLES = Path(SAMPLES_GLOB).parent
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vlbeam.transforms.ingest import identify_file
-from vlbeam.transforms.sniff import HEAD_BYTES, sniff_kind
+from vlbeam.transforms.media.sniff import HEAD_BYTES, sniff_kind
 
 
 def _ftyp(brand: bytes) -> bytes:

@@ -220,7 +220,7 @@ def test_ocr_job_through_transformers_serve(server, tmp_path, stream):
 @pytest.mark.timeout(300)
 def test_wrong_model_name_stops_before_the_run(server, tmp_path):
     """The preflight request carries the server's own 400 message to the user."""
-    from vlbeam.transforms.http_client import PreflightFailed
+    from vlbeam.transforms.backends.openai_engine import PreflightFailed
 
     with pytest.raises(PreflightFailed, match="Server is pinned to"):
         run_job(

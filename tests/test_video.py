@@ -13,16 +13,16 @@ from PIL import Image
 
 from tests.pipeline_helpers import fake_handler, read_table, run_job
 from tests.video_fixtures import RED, constant_rate, frame_with_square, is_red, write_video
-from vlbeam.pipeline.elements import SourceFile, VLResult
-from vlbeam.transforms.qwen_transformers import processor_inputs
-from vlbeam.transforms.split_video import VideoConfig, plan_windows
-from vlbeam.transforms.video_decode import (
+from vlbeam.schemas.elements import SourceFile, VLResult
+from vlbeam.transforms.backends.qwen_transformers import processor_inputs
+from vlbeam.transforms.media.video_decode import (
     SamplingConfig,
     open_container,
     probe,
     sample_window,
     target_times,
 )
+from vlbeam.transforms.split_video import VideoConfig, plan_windows
 
 
 def top_right_square(width: int, height: int, red: bool):
@@ -114,7 +114,7 @@ def test_frame_times_are_true_presentation_times_on_vfr(tmp_path):
 def test_prompt_timestamps_come_from_true_frame_times(tiny_processor):
     """What the model reads: one `<t seconds>` per temporal patch of two frames, t being
     the mean of the two frames' true times (Qwen3-VL's own convention), absolute."""
-    from vlbeam.pipeline.elements import VLRequest
+    from vlbeam.schemas.elements import VLRequest
 
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), "white").save(buf, format="JPEG")

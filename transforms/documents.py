@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from vlbeam.pipeline.elements import Failure, SourceFile
+from vlbeam.schemas.elements import Failure, SourceFile
 
 
 def document_status(num_ok: int, num_failures: int, skipped: bool = False) -> str:

@@ -8,10 +8,10 @@ import logging
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from vlbeam.pipeline.config import Prompt
-from vlbeam.pipeline.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
-from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
-from vlbeam.transforms.grounding_parse import (
+from vlbeam.schemas.config import Prompt
+from vlbeam.schemas.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
+from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, count_failure
+from vlbeam.transforms.media.grounding_parse import (
     MergedSpan,
     Span,
     UnparseableAnswer,

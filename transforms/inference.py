@@ -12,7 +12,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from vlbeam.transforms.failures import FAILURES_TAG, count_failure
+from vlbeam.transforms.dead_letter import FAILURES_TAG, count_failure
 
 
 def dead_letter_error(exc) -> tuple[str, str]:

@@ -12,11 +12,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from vlbeam.pipeline.elements import Failure, SourceFile
-from vlbeam.pipeline.errors import EmptyFile, TaskNotEnabled, UnsupportedInput, VlbeamError
-from vlbeam.pipeline.ids import sha256_hex
-from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
-from vlbeam.transforms.sniff import HEAD_BYTES, sniff_kind
+from vlbeam.schemas.elements import Failure, SourceFile
+from vlbeam.schemas.errors import EmptyFile, TaskNotEnabled, UnsupportedInput, VlbeamError
+from vlbeam.schemas.ids import sha256_hex
+from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, count_failure
+from vlbeam.transforms.media.sniff import HEAD_BYTES, sniff_kind
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from apache_beam.metrics import Metrics
 
-from vlbeam.pipeline.elements import Provenance, VLResult
-from vlbeam.transforms.failures import NAMESPACE
+from vlbeam.schemas.elements import Provenance, VLResult
+from vlbeam.transforms.dead_letter import NAMESPACE
 
 
 def model_call_columns(result: VLResult, prov: Provenance) -> dict:

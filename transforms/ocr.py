@@ -7,9 +7,9 @@ import logging
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from vlbeam.pipeline.config import Prompt
-from vlbeam.pipeline.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
-from vlbeam.transforms.failures import NAMESPACE
+from vlbeam.schemas.config import Prompt
+from vlbeam.schemas.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
+from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.model_call import count_usage, model_call_columns
 from vlbeam.transforms.progress import ProgressLog
 

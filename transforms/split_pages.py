@@ -2,7 +2,7 @@
 
 Big PDFs become many `PageRange` elements that are redistributed (Reshuffle), so
 one 1,000-page PDF uses every worker. All pdfium/poppler work happens in a helper
-process per DoFn instance (`RenderWorker`) with a time bound per page.
+process per DoFn instance (`HelperProcess`) with a time bound per page.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from vlbeam.pipeline.config import RenderConfig
-from vlbeam.pipeline.elements import Failure, PageImage, PageRange, PageRef, SourceFile
-from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
+from vlbeam.schemas.config import RenderConfig
+from vlbeam.schemas.elements import Failure, PageImage, PageRange, PageRef, SourceFile
+from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, count_failure
 from vlbeam.transforms.helper_dofn import HelperDoFn
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Each window is its own element (reshuffled), so one long video spreads over every
 worker. Probing and decoding run in the same helper process as page rendering
-(`RenderWorker`), with a time bound per window; the file is read by the helper
+(`HelperProcess`), with a time bound per window; the file is read by the helper
 straight from its URI and only JPEG frames come back.
 """
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from vlbeam.pipeline.elements import Failure, SourceFile, VideoWindow, WindowFrames, WindowRef
-from vlbeam.transforms.failures import FAILURES_TAG, NAMESPACE, count_failure
+from vlbeam.schemas.elements import Failure, SourceFile, VideoWindow, WindowFrames, WindowRef
+from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, count_failure
 from vlbeam.transforms.helper_dofn import HelperDoFn
-from vlbeam.transforms.video_decode import EmptyWindow, SamplingConfig
+from vlbeam.transforms.media.video_decode import EmptyWindow, SamplingConfig
 
 logger = logging.getLogger(__name__)
 

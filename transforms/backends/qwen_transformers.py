@@ -17,10 +17,10 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from vlbeam.pipeline.config import ModelConfig
-from vlbeam.pipeline.elements import VLRequest, VLResult
-from vlbeam.pipeline.errors import ModelNotFound
-from vlbeam.pipeline.tiny_model import TINY_RANDOM, ensure_tiny_model
+from vlbeam.schemas.config import ModelConfig
+from vlbeam.schemas.elements import VLRequest, VLResult
+from vlbeam.schemas.errors import ModelNotFound
+from vlbeam.transforms.backends.tiny_model import TINY_RANDOM, ensure_tiny_model
 
 logger = logging.getLogger(__name__)
 

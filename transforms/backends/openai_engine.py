@@ -25,9 +25,9 @@ import time
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 
-from vlbeam.pipeline.elements import VLRequest, VLResult
-from vlbeam.pipeline.errors import VlbeamError
-from vlbeam.transforms.http_api import (
+from vlbeam.schemas.elements import VLRequest, VLResult
+from vlbeam.schemas.errors import VlbeamError
+from vlbeam.transforms.backends.openai_protocol import (
     ApiAnswer,
     ApiConfig,
     StreamAccumulator,
@@ -299,7 +299,7 @@ def preflight(cfg: ApiConfig) -> None:
     """Before a run: one tiny request that proves the key and the endpoint work. A rejected
     key or a wrong URL/model stops the run here with the provider's message; a transient
     failure only warns (the run's own retries will deal with it)."""
-    from vlbeam.transforms.http_api import preflight_request
+    from vlbeam.transforms.backends.openai_protocol import preflight_request
 
     engine = ApiEngine(dataclasses.replace(cfg, max_attempts=min(cfg.max_attempts, 2)))
     try:

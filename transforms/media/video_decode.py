@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from vlbeam.pipeline.errors import VlbeamError
+from vlbeam.schemas.errors import VlbeamError
 
 logger = logging.getLogger(__name__)
 

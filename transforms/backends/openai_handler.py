@@ -13,9 +13,9 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from vlbeam.pipeline.elements import VLRequest
-from vlbeam.transforms.http_api import ApiConfig
-from vlbeam.transforms.http_client import ApiEngine
+from vlbeam.schemas.elements import VLRequest
+from vlbeam.transforms.backends.openai_engine import ApiEngine
+from vlbeam.transforms.backends.openai_protocol import ApiConfig
 
 BACKEND = "openai"
 # Default batch = this many times --max-concurrency: while the batch's last requests are still

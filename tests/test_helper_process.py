@@ -1,4 +1,4 @@
-"""RenderWorker: the render helper process, its document cache, errors, time bound and crashes."""
+"""HelperProcess: the render helper process, its document cache, errors, time bound and crashes."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlbeam.pipeline.config import RenderConfig
-from vlbeam.pipeline.errors import (
+from vlbeam.schemas.config import RenderConfig
+from vlbeam.schemas.errors import (
     RemoteError,
     RendererCrashed,
     RenderTimeout,
     VlbeamError,
     error_type,
 )
-from vlbeam.transforms.render_worker import RenderWorker, _read_msg, _write_msg
+from vlbeam.transforms.media.helper_process import HelperProcess, _read_msg, _write_msg
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 SMALL = RenderConfig(target_long_side=128)
@@ -35,12 +35,12 @@ DOC_C = "c" * 64
 
 @pytest.fixture
 def worker():
-    w = RenderWorker()
+    w = HelperProcess()
     yield w
     w.close()
 
 
-def _pid(worker: RenderWorker) -> int:
+def _pid(worker: HelperProcess) -> int:
     assert worker._proc is not None
     return worker._proc.pid
 
@@ -98,7 +98,7 @@ def test_read_msg_deadline() -> None:
 # ---------------------------------------------------------------- normal operation
 
 
-def test_count_and_render(worker: RenderWorker, corpus: Path) -> None:
+def test_count_and_render(worker: HelperProcess, corpus: Path) -> None:
     data = (corpus / "pdf/good/samplefiles_habibi-rotated.pdf").read_bytes()
     assert worker.count_pages(DOC_A, data, None) == 4
     sizes = []
@@ -112,7 +112,7 @@ def test_count_and_render(worker: RenderWorker, corpus: Path) -> None:
     assert sizes == [(128, 91), (91, 128), (128, 91), (91, 128)]
 
 
-def test_render_image_kind(worker: RenderWorker) -> None:
+def test_render_image_kind(worker: HelperProcess) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (640, 480), "white").save(buf, format="JPEG")
     page = worker.render(DOC_C, buf.getvalue(), "image", 1, SMALL)
@@ -120,7 +120,7 @@ def test_render_image_kind(worker: RenderWorker) -> None:
     assert page.text_layer is None
 
 
-def test_document_stays_open_between_calls(worker: RenderWorker, corpus: Path) -> None:
+def test_document_stays_open_between_calls(worker: HelperProcess, corpus: Path) -> None:
     data = (corpus / "pdf/good/samplefiles_habibi-rotated.pdf").read_bytes()
     first = worker.render(DOC_A, data, "pdf", 1, SMALL)
     # Same document: the bytes are not sent again, so empty bytes still render page 2.
@@ -134,7 +134,7 @@ def test_document_stays_open_between_calls(worker: RenderWorker, corpus: Path) -
     assert "empty" in str(info.value)
 
 
-def test_count_frees_the_document_and_render_resends_it(worker: RenderWorker) -> None:
+def test_count_frees_the_document_and_render_resends_it(worker: HelperProcess) -> None:
     """Planning only needs the count, so the helper drops the document after counting
     (memory); the next render sends the bytes again, later pages of it don't."""
     data = (SAMPLES / "born_digital.pdf").read_bytes()
@@ -145,18 +145,18 @@ def test_count_frees_the_document_and_render_resends_it(worker: RenderWorker) ->
     assert again.image == page.image
 
 
-def test_long_documents_are_reopened_to_keep_memory_flat(worker: RenderWorker, corpus: Path):
-    from vlbeam.transforms import render_worker
+def test_long_documents_are_reopened_to_keep_memory_flat(worker: HelperProcess, corpus: Path):
+    from vlbeam.transforms.media import helper_process
 
     data = (corpus / "pdf/good/samplefiles_GeoTopo-komprimiert.pdf").read_bytes()
     pages = [worker.render(DOC_A, data, "pdf", n, SMALL) for n in range(1, 4)]
     # past REOPEN_EVERY_PAGES renders the helper reopens the same document transparently
-    n = render_worker.REOPEN_EVERY_PAGES + 2
+    n = helper_process.REOPEN_EVERY_PAGES + 2
     later = [worker.render(DOC_A, b"", "pdf", 1 + i % 3, SMALL) for i in range(n)]
     assert [p.image for p in later[-3:]] == [pages[(n - 3 + i) % 3].image for i in range(3)]
 
 
-def test_password_reaches_the_child(worker: RenderWorker, corpus: Path) -> None:
+def test_password_reaches_the_child(worker: HelperProcess, corpus: Path) -> None:
     data = (corpus / "pdf/bad/samplefiles_libreoffice-writer-password.pdf").read_bytes()
     assert worker.count_pages(DOC_A, data, "openpassword") == 1
     cfg = RenderConfig(target_long_side=128, password="openpassword")
@@ -166,7 +166,7 @@ def test_password_reaches_the_child(worker: RenderWorker, corpus: Path) -> None:
 # ---------------------------------------------------------------- errors
 
 
-def test_errors_come_back_typed_and_keep_the_child(worker: RenderWorker, corpus: Path) -> None:
+def test_errors_come_back_typed_and_keep_the_child(worker: HelperProcess, corpus: Path) -> None:
     encrypted = (corpus / "pdf/bad/samplefiles_libreoffice-writer-password.pdf").read_bytes()
     with pytest.raises(RemoteError) as info:
         worker.count_pages(DOC_A, encrypted, None)
@@ -196,7 +196,7 @@ def test_errors_come_back_typed_and_keep_the_child(worker: RenderWorker, corpus:
 
 
 def test_failed_open_does_not_break_the_previous_document(
-    worker: RenderWorker, corpus: Path
+    worker: HelperProcess, corpus: Path
 ) -> None:
     good = (corpus / "pdf/good/samplefiles_habibi-rotated.pdf").read_bytes()
     encrypted = (corpus / "pdf/bad/samplefiles_libreoffice-writer-password.pdf").read_bytes()
@@ -209,7 +209,7 @@ def test_failed_open_does_not_break_the_previous_document(
 # ---------------------------------------------------------------- time bound and crashes
 
 
-def test_render_timeout_kills_the_child_and_recovers(worker: RenderWorker, corpus: Path) -> None:
+def test_render_timeout_kills_the_child_and_recovers(worker: HelperProcess, corpus: Path) -> None:
     poster = (corpus / "pdf/good/ocrmypdf_poster.pdf").read_bytes()
     worker.render(DOC_A, poster, "pdf", 1, SMALL)  # document held now: no +60 s open budget
     pid = _pid(worker)
@@ -226,7 +226,7 @@ def test_render_timeout_kills_the_child_and_recovers(worker: RenderWorker, corpu
 
 
 def test_child_killed_during_a_call_is_a_crash_and_recovers(
-    worker: RenderWorker, corpus: Path
+    worker: HelperProcess, corpus: Path
 ) -> None:
     poster = (corpus / "pdf/good/ocrmypdf_poster.pdf").read_bytes()
     worker.render(DOC_A, poster, "pdf", 1, SMALL)  # document held now
@@ -246,7 +246,7 @@ def test_child_killed_during_a_call_is_a_crash_and_recovers(
 
 
 def test_child_dead_between_calls_is_replaced_transparently(
-    worker: RenderWorker, corpus: Path
+    worker: HelperProcess, corpus: Path
 ) -> None:
     data = (corpus / "pdf/good/samplefiles_habibi-rotated.pdf").read_bytes()
     assert worker.render(DOC_A, data, "pdf", 1, SMALL).width_px == 128
@@ -266,7 +266,7 @@ def test_child_dead_between_calls_is_replaced_transparently(
 
 def test_memory_limit_is_a_failure_not_a_hang(corpus: Path) -> None:
     poster = (corpus / "pdf/good/ocrmypdf_poster.pdf").read_bytes()
-    worker = RenderWorker(max_memory_mb=256)
+    worker = HelperProcess(max_memory_mb=256)
     try:
         worker.render(DOC_A, poster, "pdf", 1, SMALL)  # document held now
         cfg = RenderConfig(timeout_s=30, max_memory_mb=256, **HUGE)
@@ -281,7 +281,7 @@ def test_memory_limit_is_a_failure_not_a_hang(corpus: Path) -> None:
 
 
 def test_close_is_idempotent_and_restartable() -> None:
-    worker = RenderWorker()
+    worker = HelperProcess()
     worker.close()  # never started
     data = (SAMPLES / "born_digital.pdf").read_bytes()
     assert worker.count_pages(DOC_A, data, None) == 1

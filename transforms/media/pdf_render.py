@@ -1,6 +1,6 @@
 """Pure functions that open PDFs and images and turn pages into encoded RGB images.
 
-These run inside the render helper process (see `render_worker`), never in the
+These run inside the helper process (see `helper_process`), never in the
 Beam worker itself, so a hostile file can only take down (or hang) that helper.
 """
 
@@ -12,8 +12,8 @@ import logging
 import math
 from dataclasses import dataclass
 
-from vlbeam.pipeline.config import RenderConfig
-from vlbeam.pipeline.errors import (
+from vlbeam.schemas.config import RenderConfig
+from vlbeam.schemas.errors import (
     DegeneratePage,
     EncryptedPdf,
     InvalidImage,

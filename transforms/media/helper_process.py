@@ -1,7 +1,7 @@
 """A helper process that renders pages, so hostile files can't hang or crash a Beam worker.
 
 The Beam worker (parent) talks to one long-lived child (`python -m
-vlbeam.transforms.render_worker`) over pipes: length-prefixed pickles. The child
+vlbeam.transforms.media.helper_process`) over pipes: length-prefixed pickles. The child
 keeps the current document open across pages. Every call has a time bound; a
 child that runs past it, or dies (for example on its address-space limit), is
 killed and replaced, and the call raises `RenderTimeout` / `RendererCrashed`.
@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 
-from vlbeam.pipeline.config import RenderConfig
-from vlbeam.pipeline.errors import RemoteError, RendererCrashed, RenderTimeout, VlbeamError
+from vlbeam.schemas.config import RenderConfig
+from vlbeam.schemas.errors import RemoteError, RendererCrashed, RenderTimeout, VlbeamError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _read_msg(fd: int, deadline: float | None = None):
     return pickle.loads(_read_exact(fd, size, deadline))
 
 
-class RenderWorker:
+class HelperProcess:
     """Parent-side handle on the helper process (one per DoFn instance)."""
 
     def __init__(self, max_memory_mb: int = 4096) -> None:
@@ -70,7 +70,12 @@ class RenderWorker:
     def _start(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "vlbeam.transforms.render_worker", str(self._max_memory_mb)],
+                [
+                    sys.executable,
+                    "-m",
+                    "vlbeam.transforms.media.helper_process",
+                    str(self._max_memory_mb),
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=None,
@@ -169,7 +174,7 @@ class _ChildState:
         self.video = None  # (container, VideoInfo)
 
     def open_video(self, uri: str):
-        from vlbeam.transforms.video_decode import open_container, probe
+        from vlbeam.transforms.media.video_decode import open_container, probe
 
         if uri != self.video_uri:
             if self.video is not None:
@@ -185,7 +190,7 @@ class _ChildState:
         return self.video
 
     def open(self, request: dict):
-        from vlbeam.transforms.pdf_render import open_pdf
+        from vlbeam.transforms.media.pdf_render import open_pdf
 
         if request["data"] is not None:
             self.close()
@@ -220,12 +225,12 @@ class _ChildState:
 
 
 def _handle(state: _ChildState, request: dict):
-    from vlbeam.transforms.pdf_render import count_pages, render_image, render_pdf_page
+    from vlbeam.transforms.media.pdf_render import count_pages, render_image, render_pdf_page
 
     if request["op"] == "video_probe":
         return state.open_video(request["uri"])[1]
     if request["op"] == "video_window":
-        from vlbeam.transforms.video_decode import sample_window
+        from vlbeam.transforms.media.video_decode import sample_window
 
         container, info = state.open_video(request["uri"])
         return sample_window(container, info, request["start"], request["end"], request["cfg"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vlbeam.pipeline.errors import error_message, error_type
+from vlbeam.schemas.errors import error_message, error_type
 
 KINDS = ("pdf", "image", "video", "audio", "unknown")
 

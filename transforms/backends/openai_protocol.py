@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vlbeam.pipeline.elements import VLRequest
+from vlbeam.schemas.elements import VLRequest
 
 STYLES = ("chat", "completions", "images_prompt")
 VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"

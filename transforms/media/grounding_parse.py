@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from vlbeam.pipeline.errors import VlbeamError
+from vlbeam.schemas.errors import VlbeamError
 
 
 class UnparseableAnswer(VlbeamError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from apache_beam.metrics import Metrics
 
-from vlbeam.pipeline.elements import Failure
+from vlbeam.schemas.elements import Failure
 
 FAILURES_TAG = "failures"
 NAMESPACE = "vlbeam"
