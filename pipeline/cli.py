@@ -33,12 +33,15 @@ def main(argv: list[str] | None = None) -> int:
             VlbeamOptions._add_argparse_args(parser)
             parser.print_help()
             return 0
+        from vlbeam.pipeline.options import refuse_unknown_flags
         from vlbeam.pipeline.run import run
         from vlbeam.runners import expand_target
         from vlbeam.schemas.errors import VlbeamError
 
         try:
-            run(expand_target(rest))
+            argv = expand_target(rest)
+            refuse_unknown_flags(argv)  # a misspelled flag stops here, before any work
+            run(argv)
         except (VlbeamError, ValueError) as exc:  # bad flags, missing model/key, API check
             print(f"vlbeam: {exc}", file=sys.stderr)
             return 2

@@ -6,7 +6,9 @@ underscored one Beam uses when it re-creates options on workers.
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -19,14 +21,28 @@ from vlbeam.schemas.config import (
     ModelConfig,
     RenderConfig,
 )
+from vlbeam.schemas.run_ids import check_run_id
 from vlbeam.transforms.backends.openai_protocol import (
     PRESETS,
     STYLES,
     ApiConfig,
     api_config_from_preset,
 )
+from vlbeam.transforms.media.pdf_passwords import check_password_sources
 from vlbeam.transforms.media.video_decode import SamplingConfig
 from vlbeam.transforms.split_video import VideoConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _run_id(value: str) -> str:
+    """argparse type of --run-id: refuse ids engines would read as numbers or dates."""
+    if not value:
+        return value  # empty: generate one
+    try:
+        return check_run_id(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _flag(parser, name: str, **kwargs) -> None:
@@ -72,8 +88,11 @@ class VlbeamOptions(PipelineOptions):
         _flag(
             parser,
             "run_id",
+            type=_run_id,
             default=None,
-            help="id stamped on every row (default: UTC time + random suffix)",
+            help="id stamped on every row and naming its run=<id> partition: letters, digits, "
+            "'.', '_', '-', and not a number or a date, so every engine reads it as a string "
+            "(default: UTC time + random suffix)",
         )
         # model
         _flag(
@@ -85,28 +104,42 @@ class VlbeamOptions(PipelineOptions):
         _flag(
             parser,
             "backend",
-            default=m.backend,
+            default="transformers",
             choices=["transformers", "openai"],
             help="inference backend: local transformers, or an OpenAI-compatible HTTP API",
         )
         _flag(parser, "device", default=m.device, choices=DEVICES)
         _flag(parser, "dtype", default=m.dtype, choices=DTYPES)
         _flag(parser, "max_new_tokens", type=int, default=m.max_new_tokens)
-        _flag(parser, "min_batch_size", type=int, default=m.min_batch_size)
-        _flag(parser, "max_batch_size", type=int, default=m.max_batch_size)
-        _flag(parser, "max_batch_duration_secs", type=int, default=None)
+        _flag(
+            parser,
+            "max_batch_size",
+            type=int,
+            default=None,
+            help=f"local models: requests per generate call (default {m.max_batch_size}); "
+            "batches fill to this size whenever enough work is queued",
+        )
+        _flag(
+            parser,
+            "max_batch_pixels",
+            type=int,
+            default=m.max_batch_pixels,
+            help="local models: pixels one batch may show the model (pages and video frames); "
+            "bounds memory, so long video windows run in smaller batches",
+        )
+        _flag(
+            parser,
+            "max_batch_duration_secs",
+            type=float,
+            default=None,
+            help="local models: start a partial batch after this many seconds without new work "
+            "(default: only at the end of a bundle)",
+        )
         _flag(
             parser,
             "attn_implementation",
             default=None,
             help="transformers attention implementation (sdpa, flash_attention_2, eager)",
-        )
-        _flag(
-            parser,
-            "large_model",
-            action="store_true",
-            default=False,
-            help="share one model per VM across SDK processes (RunInference large_model)",
         )
         _flag(
             parser,
@@ -120,7 +153,23 @@ class VlbeamOptions(PipelineOptions):
             parser,
             "pdf_password",
             default=None,
-            help="password for encrypted PDFs (the empty password is always tried first)",
+            help="deprecated, travels in the pipeline options (runners show them): use "
+            "--pdf-password-env or --pdf-passwords-file",
+        )
+        _flag(
+            parser,
+            "pdf_password_env",
+            default=None,
+            help="environment variable holding the password for encrypted PDFs, read on the "
+            "workers (the empty password is always tried first)",
+        )
+        _flag(
+            parser,
+            "pdf_passwords_file",
+            default=None,
+            help='JSON file (any Beam filesystem) of per-file PDF passwords, {"KEY": "password"}: '
+            "KEY a doc_id (SHA-256), a URI, a glob on the URI or on the file name; read on the "
+            "workers, wins over --pdf-password-env",
         )
         _flag(
             parser,
@@ -360,7 +409,7 @@ def video_config(opts: VlbeamOptions) -> VideoConfig:
 
 
 def render_config(opts: VlbeamOptions) -> RenderConfig:
-    return RenderConfig(
+    cfg = RenderConfig(
         renderer=opts.pdf_renderer,
         target_long_side=opts.target_long_side,
         max_pixels=opts.max_page_pixels,
@@ -369,18 +418,22 @@ def render_config(opts: VlbeamOptions) -> RenderConfig:
         image_format=opts.page_image_format,
         password=opts.pdf_password,
         pages_per_task=opts.pages_per_task,
+        password_env=opts.pdf_password_env or None,
+        passwords_file=opts.pdf_passwords_file or None,
     )
+    for warning in check_password_sources(cfg):  # fails here on an unreadable passwords file
+        logger.warning("%s", warning)
+    return cfg
 
 
 def model_config(opts: VlbeamOptions) -> ModelConfig:
     return ModelConfig(
         model=opts.model,
-        backend=opts.backend,
         device=opts.device,
         dtype=opts.dtype,
         max_new_tokens=opts.max_new_tokens,
-        min_batch_size=opts.min_batch_size,
-        max_batch_size=opts.max_batch_size,
+        max_batch_size=opts.max_batch_size or ModelConfig.max_batch_size,
+        max_batch_pixels=opts.max_batch_pixels,
         max_batch_duration_secs=opts.max_batch_duration_secs,
         attn_implementation=opts.attn_implementation,
     )
@@ -392,3 +445,102 @@ def parse_tasks(value: str) -> frozenset[str]:
     if not tasks or unknown:
         raise ValueError(f"--tasks must name some of {TASKS}, got {value!r}")
     return tasks
+
+
+# ---------------------------------------------------------------- unknown flags
+
+
+def _known_option_actions() -> dict:
+    """Option string → argparse action, for every flag of every registered `PipelineOptions`
+    subclass (vlbeam's own and Beam's: runners, filesystems, Dataflow, Flink, ...)."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    seen: dict[str, type] = {}
+    pending = list(PipelineOptions.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        if str(cls) not in seen:  # a class defined twice (main session) is added once
+            seen[str(cls)] = cls
+            cls._add_argparse_args(parser)
+        pending.extend(cls.__subclasses__())
+    return {name: action for action in parser._actions for name in action.option_strings}
+
+
+def _looks_like_flag(token: str) -> bool:
+    """Whether argparse would read `token` as an option (a negative number is a value)."""
+    if not token.startswith("-") or token == "-":
+        return False
+    try:
+        float(token)
+    except ValueError:
+        return True
+    return False
+
+
+def _scan_flags(argv: list[str], known: dict) -> tuple[list[str], int]:
+    """(unknown flag names in order, count of stray values that follow no flag).
+
+    Values are consumed as argparse would (one for a plain flag, none for a switch, any
+    number for nargs `*`/`+`); values after an unknown flag count as its own. Only names
+    are ever returned: a value may be a secret."""
+    unknown: list[str] = []
+    stray, i, n = 0, 0, len(argv)
+    while i < n:
+        token = argv[i]
+        i += 1
+        if token == "--":  # everything after it is positional: vlbeam takes none
+            stray += n - i
+            break
+        if not _looks_like_flag(token):
+            stray += 1
+            continue
+        name, has_value, _ = token.partition("=")
+        action = known.get(name)
+        if action is None:
+            if name not in unknown:
+                unknown.append(name)
+            while not has_value and i < n and not _looks_like_flag(argv[i]):
+                i += 1  # its values, never shown
+            continue
+        nargs = action.nargs
+        if has_value or nargs == 0:
+            continue
+        if nargs is None or nargs == "?":
+            want = 1
+        elif isinstance(nargs, int):
+            want = nargs
+        else:  # "*", "+", argparse.REMAINDER
+            want = n
+        while want and i < n and not _looks_like_flag(argv[i]):
+            i, want = i + 1, want - 1
+    return unknown, stray
+
+
+def unknown_flags(argv: list[str]) -> list[str]:
+    """Names of the flags in `argv` that no registered PipelineOptions class knows (vlbeam's
+    own flags in both spellings, and every Beam and runner flag, pass). Names only."""
+    return _scan_flags(list(argv), _known_option_actions())[0]
+
+
+def refuse_unknown_flags(argv: list[str]) -> None:
+    """Raise ValueError naming every unknown flag, with the closest known one, before the job
+    starts (Beam itself would only log a warning and run with defaults). Values are never
+    echoed: a misspelled `--pdf-pasword=...` must not print the password."""
+    import difflib
+
+    known = _known_option_actions()
+    unknown, stray = _scan_flags(list(argv), known)
+    if not unknown and not stray:
+        return
+    problems = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"unknown flag {name}{hint}")
+    if stray:
+        problems.append(f"{stray} argument(s) that follow no flag (values are not shown)")
+    raise ValueError(
+        "; ".join(problems) + ". See `vlbeam run --help` for vlbeam's flags; Beam and runner "
+        "flags (--runner, --project, --temp_location, ...) pass through as they are."
+    )

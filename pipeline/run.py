@@ -6,7 +6,6 @@ import logging
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
@@ -21,18 +20,17 @@ from vlbeam.pipeline.options import (
 )
 from vlbeam.pipeline.output import join, publish, staging_dir, table_glob
 from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
-from vlbeam.pipeline.summary import counters, format_summary, model_loads
+from vlbeam.pipeline.summary import counters, format_summary
 from vlbeam.schemas import TABLES
-from vlbeam.schemas.config import ModelConfig
-from vlbeam.schemas.elements import Provenance
+from vlbeam.schemas.elements import PageRef, Provenance
 from vlbeam.schemas.ids import new_run_id
+from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.documents import SummarizeDocuments
-from vlbeam.transforms.grounding import GroundVideo, window_request
-from vlbeam.transforms.inference import InferVL
+from vlbeam.transforms.grounding import GroundVideo
+from vlbeam.transforms.inference import InferUnits
 from vlbeam.transforms.ingest import IngestFiles
-from vlbeam.transforms.ocr import ToPageRows, page_request
-from vlbeam.transforms.split_pages import SplitPages
-from vlbeam.transforms.split_video import SplitVideo
+from vlbeam.transforms.ocr import ToPageRows
+from vlbeam.transforms.plan import PlanWork
 from vlbeam.transforms.write import WriteTable
 
 logger = logging.getLogger(__name__)
@@ -41,23 +39,21 @@ DEFAULT_RUNNER = "FnApiRunner"  # in-process; never tries to download a runner b
 
 
 def _is_page(keyed) -> bool:
-    from vlbeam.schemas.elements import PageRef
-
     return isinstance(keyed[0], PageRef)
 
 
-def build_pipeline(p: beam.Pipeline, opts: VlbeamOptions, handler: ModelHandler, run_id: str):
+def build_pipeline(
+    p: beam.Pipeline, opts: VlbeamOptions, backend: InferenceBackend, run_id: str
+) -> None:
     """Wire the whole job onto `p` (no I/O happens here)."""
     tasks = parse_tasks(opts.tasks)
-    backend = getattr(handler, "backend", "custom")
-    provider = getattr(handler, "provider", None)
-    model = handler.model_name if hasattr(handler, "model_name") else opts.model
+    model = backend.model_name
     ocr_p = ocr_prompt(opts.ocr_prompt_file)
     queries = read_queries(opts.query, opts.queries_file)
     ground_p = grounding_prompt(opts.grounding_prompt_file, queries)
-    video_cfg = video_config(opts)
-    page_prov = Provenance(model, backend, ocr_p.prompt_id, run_id, provider)
-    video_prov = Provenance(model, backend, ground_p.prompt_id, run_id, provider)
+    video_cfg, render_cfg = video_config(opts), render_config(opts)
+    page_prov = Provenance(model, backend.backend, ocr_p.prompt_id, run_id, backend.provider)
+    video_prov = Provenance(model, backend.backend, ground_p.prompt_id, run_id, backend.provider)
     staged = staging_dir(opts.output, run_id)
 
     def write(pcoll, table: str):
@@ -65,19 +61,15 @@ def build_pipeline(p: beam.Pipeline, opts: VlbeamOptions, handler: ModelHandler,
 
     prompt_by_kind = {"pdf": ocr_p.prompt_id, "image": ocr_p.prompt_id,
                       "video": ground_p.prompt_id}  # fmt: skip
-    done = done_documents(p, opts.output, model, backend) if opts.skip_existing else None
+    done = done_documents(p, opts.output, model, backend.backend) if opts.skip_existing else None
     patterns = p | "InputPatterns" >> beam.Create(list(opts.input))
     ingest = patterns | "Ingest" >> IngestFiles(tasks, prompt_by_kind, done)
 
-    to_split = (ingest["pdf"], ingest["image"]) | "DocumentsToSplit" >> beam.Flatten()
-    pages = to_split | "SplitPages" >> SplitPages(render_config(opts))
-    video = ingest["video"] | "SplitVideo" >> SplitVideo(video_cfg)
-
-    requests = (
-        pages["pages"] | "OcrRequests" >> beam.Map(page_request, ocr_p),
-        video["windows"] | "GroundingRequests" >> beam.Map(window_request, ground_p),
-    ) | "AllRequests" >> beam.Flatten()
-    inferred = requests | "Infer" >> InferVL(handler)
+    to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
+    planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
+    inferred = planned["units"] | "Infer" >> InferUnits(
+        backend, render_cfg, video_cfg, ocr_p, ground_p
+    )
     page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
         lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
     )
@@ -88,16 +80,11 @@ def build_pipeline(p: beam.Pipeline, opts: VlbeamOptions, handler: ModelHandler,
 
     failures = (
         ingest["failures"],
-        pages["failures"],
-        video["failures"],
+        planned["failures"],
         inferred["failures"],
         grounded["failures"],
     ) | "AllFailures" >> beam.Flatten()
-    facts = (
-        pages["num_pages"] | "PageFacts" >> beam.MapTuple(lambda uri, n: (uri, {"num_pages": n})),
-        video["facts"],
-        ingest["skipped"],
-    ) | "AllFacts" >> beam.Flatten()
+    facts = (planned["facts"], ingest["skipped"]) | "AllFacts" >> beam.Flatten()
     ok_units = (
         page_rows | "OkPages" >> beam.Map(lambda row: row["source_uri"]),
         grounded["ok"],
@@ -141,36 +128,35 @@ def vars_of(prov: Provenance) -> dict:
     return {"model": prov.model, "backend": prov.backend, "prompt_id": prov.prompt_id}
 
 
-def make_handler(opts: VlbeamOptions) -> ModelHandler:
-    """The backend's model handler, after the launcher-side checks that fail fast."""
+def make_backend(opts: VlbeamOptions) -> InferenceBackend:
+    """The backend, after the launcher-side checks that fail fast."""
     if opts.backend == "openai":
         from vlbeam.transforms.backends.openai_engine import preflight
         from vlbeam.transforms.backends.openai_handler import OpenAIApiHandler
 
+        if opts.max_batch_size is not None:
+            raise ValueError(
+                "--max-batch-size sets the batch of a local model; the API backend sends each "
+                "request on its own, up to --max-concurrency at once"
+            )
         cfg = api_config(opts)
         if not opts.no_preflight:
             preflight(cfg)
-        explicit_batch = opts.max_batch_size != ModelConfig().max_batch_size
-        return OpenAIApiHandler(
-            cfg,
-            min_batch_size=opts.min_batch_size,
-            max_batch_size=opts.max_batch_size if explicit_batch else None,
-            max_batch_duration_secs=opts.max_batch_duration_secs,
-        )
+        return OpenAIApiHandler(cfg)
     from vlbeam.transforms.backends.qwen_transformers import (
         TransformersQwenHandler,
         check_model_available,
     )
 
     check_model_available(opts.model)
-    return TransformersQwenHandler(model_config(opts), large_model=opts.large_model)
+    return TransformersQwenHandler(model_config(opts))
 
 
 def run(
     argv: list[str] | None = None,
     test_pipeline: beam.Pipeline | None = None,
     *,
-    model_handler: ModelHandler | None = None,
+    model_handler: InferenceBackend | None = None,
 ) -> PipelineResult:
     """Run the job and publish its tables. `model_handler` replaces the backend (tests)."""
     options = PipelineOptions(argv)
@@ -183,7 +169,7 @@ def run(
     run_id = opts.run_id or new_run_id()
 
     if model_handler is None:
-        model_handler = make_handler(opts)
+        model_handler = make_backend(opts)
 
     mode = "append" if opts.skip_existing else opts.output_mode
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
@@ -200,7 +186,6 @@ def run(
         manifest.finish(opts.output, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     values = counters(result)
-    values["model_loads"] = model_loads(result)
     manifest.finish(opts.output, "succeeded", counts=values)
     print(format_summary(values, manifest.wall_s, opts.output, run_id))
     return result

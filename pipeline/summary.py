@@ -17,17 +17,6 @@ def counters(result) -> dict[str, int]:
     return found
 
 
-def model_loads(result) -> int:
-    """How many times a model was loaded (RunInference's load-latency distribution count):
-    one per worker process when the model is loaded only in `load_model`."""
-    query = result.metrics().query(MetricsFilter().with_name("load_model_latency_milli_secs"))
-    total = 0
-    for dist in query["distributions"]:
-        value = dist.committed if dist.committed is not None else dist.attempted
-        total += value.count if value is not None else 0
-    return total
-
-
 def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: str) -> str:
     lines = [
         f"vlbeam run {run_id} finished in {wall_s:.1f} s -> {output}",

@@ -6,6 +6,7 @@ re-parse pipeline options.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 PDF_RENDERERS = ("pypdfium2", "pdf2image")
@@ -13,6 +14,7 @@ IMAGE_FORMATS = ("png", "webp", "jpeg")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 TASKS = ("ocr", "grounding")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,13 @@ class RenderConfig:
     password: str | None = None
     pages_per_task: int = 8
     extract_text_layer: bool = True
+    # where workers find PDF passwords (names and paths only: never a password)
+    password_env: str | None = None  # an environment variable's name
+    passwords_file: str | None = None  # a JSON file on any Beam filesystem
 
     def __post_init__(self) -> None:
+        if self.password_env is not None and not _ENV_NAME.fullmatch(self.password_env):
+            raise ValueError(f"not an environment variable name: {self.password_env!r}")
         if self.renderer not in PDF_RENDERERS:
             raise ValueError(f"pdf renderer must be one of {PDF_RENDERERS}, got {self.renderer!r}")
         if self.image_format not in IMAGE_FORMATS:
@@ -45,21 +52,22 @@ class RenderConfig:
         return (
             f"RenderConfig(renderer={self.renderer!r}, target_long_side={self.target_long_side}, "
             f"max_pixels={self.max_pixels}, timeout_s={self.timeout_s}, "
-            f"image_format={self.image_format!r}, password={pw})"
+            f"image_format={self.image_format!r}, password={pw}, "
+            f"password_env={self.password_env!r}, passwords_file={self.passwords_file!r})"
         )
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     model: str = "Qwen/Qwen3-VL-2B-Instruct"
-    backend: str = "transformers"
     device: str = "auto"
     dtype: str = "auto"
     max_new_tokens: int = 2048
     do_sample: bool = False
-    min_batch_size: int = 1
     max_batch_size: int = 4
-    max_batch_duration_secs: int | None = None
+    # ~31k visual tokens (32x32 px each): 8+ pages, or one 128-frame window at 448x448
+    max_batch_pixels: int | None = 32_000_000
+    max_batch_duration_secs: float | None = None
     attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
@@ -71,8 +79,12 @@ class ModelConfig:
             raise ValueError(f"dtype must be one of {DTYPES}")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
-        if not 1 <= self.min_batch_size <= self.max_batch_size:
-            raise ValueError("need 1 <= min_batch_size <= max_batch_size")
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.max_batch_pixels is not None and self.max_batch_pixels < 1:
+            raise ValueError("max_batch_pixels must be positive (or None: no budget)")
+        if self.max_batch_duration_secs is not None and self.max_batch_duration_secs <= 0:
+            raise ValueError("max_batch_duration_secs must be positive")
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,24 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class DocumentFacts:
+    """What a stage learnt about one document, joined into its `documents` row by uri."""
+
+    uri: str
+    num_pages: int | None = None
+    duration_s: float | None = None
+    skipped: bool = False  # --skip-existing: processed OK by an earlier run
+
+    def merged(self, other: DocumentFacts) -> DocumentFacts:
+        return DocumentFacts(
+            self.uri,
+            self.num_pages if other.num_pages is None else other.num_pages,
+            self.duration_s if other.duration_s is None else other.duration_s,
+            self.skipped or other.skipped,
+        )
+
+
+@dataclass(frozen=True)
 class Provenance:
     """Who produced a row: stamped on every output row."""
 

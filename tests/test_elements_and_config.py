@@ -21,6 +21,7 @@ from vlbeam.pipeline.prompts import (
 from vlbeam.schemas import DOCUMENTS, FAILURES
 from vlbeam.schemas.config import TASKS, ModelConfig, Prompt, RenderConfig
 from vlbeam.schemas.elements import (
+    DocumentFacts,
     Failure,
     PageRange,
     PageRef,
@@ -181,12 +182,14 @@ def test_render_config_accepts_bounds() -> None:
         {"device": "tpu"},
         {"dtype": "int8"},
         {"max_new_tokens": 0},
-        {"min_batch_size": 0},
-        {"min_batch_size": 5, "max_batch_size": 4},
+        {"max_batch_size": 0},
+        {"max_batch_pixels": 0},
+        {"max_batch_duration_secs": 0},
     ],
 )
 def test_model_config_rejects(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+    field = next(iter(kwargs))
+    with pytest.raises(ValueError, match=field.split("_")[-1]):
         ModelConfig(**kwargs)
 
 
@@ -279,7 +282,8 @@ def test_document_status(ok: int, failed: int, status: str) -> None:
 
 def test_document_row_matches_schema() -> None:
     provenance = {"model": "m", "backend": "transformers", "prompt_id": "p"}
-    row = document_row(_source(size=1234), {"num_pages": 5}, 4, 1, provenance, "r")
+    facts = DocumentFacts("/in/a.pdf", num_pages=5)
+    row = document_row(_source(size=1234), facts, 4, 1, provenance, "r")
     assert set(row) == set(DOCUMENTS.names)
     assert row["status"] == "partial"
     assert (row["num_pages"], row["num_failures"], row["size_bytes"]) == (5, 1, 1234)
@@ -293,7 +297,7 @@ def test_document_row_matches_schema() -> None:
 
 
 def test_document_row_for_a_file_that_never_got_split() -> None:
-    row = document_row(_source("unknown", size=0), {}, 0, 1, {}, "r")
+    row = document_row(_source("unknown", size=0), DocumentFacts("/in/a.pdf"), 0, 1, {}, "r")
     assert row["status"] == "failed"
     assert row["num_pages"] is None
     assert row["model"] is None
@@ -383,12 +387,12 @@ def test_options_defaults_and_configs() -> None:
             "--page_image_format=webp",
             "--target-long-side=512",
             "--render-timeout-s=2.5",
-            "--large-model",
+            "--max-batch-size=16",
             "--runner=DirectRunner",  # a Beam flag passes straight through
         ]
     ).view_as(VlbeamOptions)
     assert opts.input == ["a/*.pdf", "b/*.pdf"]
-    assert opts.large_model is True
+    assert model_config(opts).max_batch_size == 16
     cfg = render_config(opts)
     assert (cfg.password, cfg.image_format, cfg.target_long_side, cfg.timeout_s) == (
         "pw",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, read_table, run_job
 from vlbeam.schemas.elements import VLResult
@@ -71,20 +73,47 @@ def test_doc_ids_are_content_hashes_and_reruns_replace_output(tmp_path):
     assert expected in {r["doc_id"] for r in first}
 
 
-def test_inference_error_fails_only_that_page(tmp_path, corpus):
-    """One page raising inside a batch: that page → failures, the rest of the batch kept."""
-    pdf = corpus / "pdf/good/pdfjs_tracemonkey.pdf"  # 14 pages
+POISONED = {3, 4, 9, 14}  # of 14 pages: two side by side, so a batch may hold both
+
+
+def poisoned_pdf(path: Path) -> Path:
+    """A 14-page PDF whose POISONED pages are solid red; page n of the others shows n bars."""
+    pages = []
+    for n in range(1, 15):
+        page = Image.new("RGB", (300, 400), "red" if n in POISONED else "white")
+        if n not in POISONED:
+            for bar in range(n):
+                page.paste("black", (20, 20 + bar * 25, 280, 35 + bar * 25))
+        pages.append(page)
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    return path
+
+
+def is_poisoned(request) -> bool:
+    image = Image.open(io.BytesIO(request.images[0])).convert("RGB")
+    r, g, b = image.getpixel((image.width // 2, image.height // 2))
+    return r > 200 and g < 60 and b < 60  # red (the PDF stores pages as JPEG)
+
+
+def test_inference_error_fails_only_that_page(tmp_path):
+    """A batch holding a poisoned page raises; it is retried page by page, so exactly the
+    poisoned pages fail and every other page of the batch is kept."""
+    pdf = poisoned_pdf(tmp_path / "poisoned.pdf")
+    calls = tmp_path / "calls.log"
 
     def flaky(model, batch, cfg):
-        if any(len(r.images[0]) % 7 == 0 for r in batch) and len(batch) > 1:
+        poisoned = [is_poisoned(r) for r in batch]
+        with open(calls, "a") as log:
+            log.write(f"{len(batch)} {sum(poisoned)}\n")
+        if any(poisoned) and len(batch) > 1:
             raise RuntimeError("batch contains a poisoned page")
         return [
             VLResult.failed(ValueError("poisoned page"))
-            if len(r.images[0]) % 7 == 0
+            if bad
             else VLResult(
                 text="ok", input_tokens=1, output_tokens=1, finish_reason="stop", latency_s=0.0
             )
-            for r in batch
+            for bad in poisoned
         ]
 
     out = tmp_path / "out"
@@ -92,30 +121,34 @@ def test_inference_error_fails_only_that_page(tmp_path, corpus):
         [str(pdf)],
         out,
         "--max-batch-size=4",
-        "--min-batch-size=4",
         "--target-long-side=400",
-        handler=fake_handler(flaky, max_batch_size=4, min_batch_size=4),
+        handler=fake_handler(flaky, max_batch_size=4),
     )
     pages, failures = read_table(out, "pages"), read_table(out, "failures")
-    assert len(pages) + len(failures) == 14
-    assert {p["page_number"] for p in pages} | {f["unit"] for f in failures} == set(range(1, 15))
+    assert sorted(p["page_number"] for p in pages) == sorted(set(range(1, 15)) - POISONED)
+    assert {p["text"] for p in pages} == {"ok"}
+    assert sorted(f["unit"] for f in failures) == sorted(POISONED)
     for failure in failures:
-        assert failure["stage"] == "inference" and failure["error_type"] == "ValueError"
-        assert failure["message"] == "poisoned page"
+        assert (failure["stage"], failure["error_type"], failure["message"]) == (
+            "inference", "ValueError", "poisoned page"
+        )  # fmt: skip
     [doc] = read_table(out, "documents")
-    assert doc["num_pages"] == 14
-    assert doc["status"] == ("partial" if failures else "ok")
-    assert doc["num_failures"] == len(failures)
+    assert (doc["num_pages"], doc["status"], doc["num_failures"]) == (14, "partial", 4)
+    # The batch path was taken: a batch with a poisoned page raised, then each poisoned
+    # page was asked alone (and failed alone).
+    logged = [tuple(map(int, line.split())) for line in calls.read_text().splitlines()]
+    assert any(size > 1 and bad for size, bad in logged), logged
+    assert logged.count((1, 1)) == len(POISONED), logged
 
 
 def test_whole_batch_dead_letters_become_failure_rows(tmp_path):
-    """A handler whose run_inference itself raises: RunInference's dead-letter output."""
+    """A model call that raises for every batch and every request alone: one failure row per
+    request, and the run goes on."""
 
-    class Broken(type(fake_handler())):
-        def run_inference(self, batch, model, inference_args=None):
-            raise MemoryError("CUDA out of memory (simulated)")
+    def broken(model, batch, cfg):
+        raise MemoryError("CUDA out of memory (simulated)")
 
-    handler = Broken(fake_handler()._cfg, inference_fn=None, loader=lambda _c: None)
+    handler = fake_handler(broken)
     out = tmp_path / "out"
     run_job([SAMPLES_GLOB], out, handler=handler)
     failures = read_table(out, "failures")

@@ -192,7 +192,15 @@ def _pins() -> dict[str, str]:
 
 
 def _install_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if re.search(r"\bpip install\b", line)]
+    """Commands that install vlbeam's environment (the vLLM server's own venv, which can't
+    share Beam's pins, is pinned on its own)."""
+    return [
+        line
+        for line in text.splitlines()
+        if re.search(r"\bpip install\b", line)
+        and not line.lstrip().startswith("#")
+        and "vllm" not in line.lower()
+    ]
 
 
 def test_readme_ci_and_image_install_from_the_same_constraints():

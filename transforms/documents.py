@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from vlbeam.schemas.elements import Failure, SourceFile
+from vlbeam.schemas.elements import DocumentFacts, Failure, SourceFile
 
 
 def document_status(num_ok: int, num_failures: int, skipped: bool = False) -> str:
@@ -18,18 +18,23 @@ def document_status(num_ok: int, num_failures: int, skipped: bool = False) -> st
 
 
 def document_row(
-    source: SourceFile, facts: dict, num_ok: int, num_failures: int, provenance: dict, run_id: str
+    source: SourceFile,
+    facts: DocumentFacts,
+    num_ok: int,
+    num_failures: int,
+    provenance: dict,
+    run_id: str,
 ) -> dict:
-    """`facts` holds what splitting learnt (num_pages, duration_s); `provenance` the model,
-    backend and prompt_id used for this kind of document."""
+    """`facts`: what ingest and planning learnt (num_pages, duration_s, skipped);
+    `provenance` the model, backend and prompt_id used for this kind of document."""
     return {
         "doc_id": source.doc_id,
         "source_uri": source.uri,
         "kind": source.kind,
         "size_bytes": source.size_bytes,
-        "status": document_status(num_ok, num_failures, bool(facts.get("skipped"))),
-        "num_pages": facts.get("num_pages"),
-        "duration_s": facts.get("duration_s"),
+        "status": document_status(num_ok, num_failures, facts.skipped),
+        "num_pages": facts.num_pages,
+        "duration_s": facts.duration_s,
         "num_failures": num_failures,
         "model": provenance.get("model"),
         "backend": provenance.get("backend"),
@@ -39,10 +44,10 @@ def document_row(
 
 
 def _rows(grouped, provenance_by_kind: dict[str, dict], run_id: str):
-    _uri, parts = grouped
-    facts: dict = {}
+    uri, parts = grouped
+    facts = DocumentFacts(uri)
     for found in parts["facts"]:
-        facts.update(found)
+        facts = facts.merged(found)
     for source in parts["source"]:  # exactly one per matched uri
         provenance = provenance_by_kind.get(source.kind, {})
         yield document_row(
@@ -57,7 +62,7 @@ def _failure_key(failure: Failure) -> tuple[str, int]:
 class SummarizeDocuments(beam.PTransform):
     """Join sources with split facts, successful units and failures (by source uri).
 
-    Input: (sources, facts as (uri, dict), ok units as uri strings, failures).
+    Input: (sources, DocumentFacts, ok units as uri strings, failures).
     """
 
     def __init__(self, provenance_by_kind: dict[str, dict], run_id: str) -> None:
@@ -78,6 +83,7 @@ class SummarizeDocuments(beam.PTransform):
             | ("SumFailures" >> beam.CombinePerKey(sum))
         )
         keyed_sources = sources | "KeySources" >> beam.Map(lambda s: (s.uri, s))
+        facts = facts | "KeyFacts" >> beam.Map(lambda f: (f.uri, f))
         return (
             {"source": keyed_sources, "facts": facts, "ok": ok, "failed": failed}
             | "JoinByDocument" >> beam.CoGroupByKey()

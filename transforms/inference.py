@@ -1,66 +1,148 @@
-"""One RunInference over every model request of the run (pages and video windows alike),
-so the model loads once per worker process whatever the mix of tasks.
+"""Work units → model results, in one fused stage that never waits on a batch barrier.
 
-Input: (key, VLRequest), the key being a PageRef or a WindowRef (anything with a
-`failure(stage, error_type, message)` method). Output: (key, VLResult) for results
-that came back, and `failures` (stage `inference`) for errored results and for the
-batches RunInference's own dead-letter output caught.
+Each `PageRange` is rendered and each `VideoWindow` decoded right here (in the worker's helper
+process), and every page or window is submitted to the worker process's engine as soon as it
+exists. Results are emitted as they complete. The number of requests outstanding is bounded by
+the engine's `capacity`, so the helper renders ahead of the model by at most that much (a
+bounded prefetch that overlaps rendering with inference) and memory stays flat however long
+the input. One engine per worker process (Beam `Shared`), whatever the number of DoFn
+instances or threads: the model or the connection pool loads once.
+
+Output: (PageRef | WindowRef, VLResult) for results that came back, and `failures` (stage
+`render`, `decode` or `inference`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+from collections.abc import Iterator
+
 import apache_beam as beam
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.shared import Shared
 
-from vlbeam.transforms.dead_letter import FAILURES_TAG, count_failure
+from vlbeam.schemas.config import Prompt, RenderConfig
+from vlbeam.schemas.elements import Failure, PageImage, PageRange, VideoWindow
+from vlbeam.transforms.backends.engine import Engine, InferenceBackend
+from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
+from vlbeam.transforms.grounding import window_request
+from vlbeam.transforms.helper_dofn import HelperDoFn
+from vlbeam.transforms.ocr import page_request
+from vlbeam.transforms.split_pages import PageRenderer
+from vlbeam.transforms.split_video import VideoConfig, WindowSampler
+
+logger = logging.getLogger(__name__)
 
 
-def dead_letter_error(exc) -> tuple[str, str]:
-    """(error_type, message) from a RunInference dead letter's exception part, which
-    Beam gives as `(type, repr(exception), traceback lines)`."""
-    if isinstance(exc, BaseException):
-        return type(exc).__name__, str(exc) or repr(exc)
-    exc_type, exc_repr = exc[0], exc[1]
-    lines = [line.strip() for line in (exc[2] if len(exc) > 2 else []) if line.strip()]
-    message = lines[-1] if lines else str(exc_repr)
-    return getattr(exc_type, "__name__", str(exc_type)), message
+class _InferUnits(HelperDoFn):
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        render: RenderConfig,
+        video: VideoConfig,
+        ocr_prompt: Prompt,
+        grounding_prompt: Prompt,
+    ) -> None:
+        super().__init__(max(render.max_memory_mb, video.max_memory_mb))
+        self._backend = backend
+        self._render, self._video = render, video
+        self._ocr_prompt, self._grounding_prompt = ocr_prompt, grounding_prompt
+        self._shared = Shared()  # one engine per worker process, across instances and threads
+        self._engine: Engine | None = None
+        self._pending: dict[concurrent.futures.Future, object] = {}
+        self._loaded_here = False
 
+    def setup(self) -> None:
+        super().setup()
+        self._pages = PageRenderer(self._render)
+        self._windows = WindowSampler(self._video)
+        created = []
 
-class _SplitErrors(beam.DoFn):
-    def process(self, keyed):
-        key, prediction = keyed
-        result = prediction.inference
-        if result.ok:
-            yield key, result
+        def create() -> Engine:
+            created.append(True)
+            logger.info("loading %s engine for %s", self._backend.backend, self._backend.model_name)
+            return self._backend.create_engine()
+
+        self._engine = self._shared.acquire(create)
+        self._loaded_here = bool(created)
+        self._pending = {}
+
+    def _requests(self, unit) -> Iterator[tuple[object, object] | Failure]:
+        if isinstance(unit, PageRange):
+            for page in self._pages.pages(self._helper, unit):
+                yield page_request(page, self._ocr_prompt) if isinstance(page, PageImage) else page
+        elif isinstance(unit, VideoWindow):
+            frames = self._windows.frames(self._helper, unit)
+            yield (
+                frames
+                if isinstance(frames, Failure)
+                else window_request(frames, self._grounding_prompt)
+            )
         else:
-            failure = key.failure("inference", result.error_type, result.error_message or "")
-            count_failure(failure)
-            yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
+            raise TypeError(f"not a work unit: {type(unit).__name__}")
+
+    def process(self, unit):
+        if self._loaded_here:  # counted here: metrics from setup() are not reported
+            Metrics.counter(NAMESPACE, "model_loads").inc()
+            self._loaded_here = False
+        for item in self._requests(unit):
+            if isinstance(item, Failure):
+                yield dead_letter(item)
+                continue
+            key, request = item
+            yield from self._collect(keep=self._engine.capacity - 1)
+            self._pending[self._engine.submit(request)] = key
+            yield from self._collect(keep=None)
+
+    def finish_bundle(self):
+        self._engine.flush()
+        for out in self._collect(keep=0):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+            else:
+                yield GlobalWindows.windowed_value(out)
+
+    def _collect(self, keep: int | None):
+        """Emit finished results; with `keep`, first wait until at most `keep` are pending."""
+        if keep is not None:
+            while len(self._pending) > keep:
+                done, _ = concurrent.futures.wait(
+                    self._pending, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                yield from self._emit(done)
+        yield from self._emit([f for f in self._pending if f.done()])
+
+    def _emit(self, done):
+        for future in done:
+            key = self._pending.pop(future)
+            result = future.result()
+            self._engine.check()  # e.g. every API request rejected: stop the run
+            if result.ok:
+                yield key, result
+            else:
+                yield dead_letter(
+                    key.failure("inference", result.error_type, result.error_message or "")
+                )
 
 
-class _FailedBatches(beam.DoFn):
-    def process(self, failed):
-        batch, exc = failed
-        error_type, message = dead_letter_error(exc)
-        for key, _request in batch:
-            failure = key.failure("inference", error_type, message)
-            count_failure(failure)
-            yield failure
+class InferUnits(beam.PTransform):
+    """PageRange / VideoWindow → dict of `results` ((ref, VLResult)) and `failures`."""
 
-
-class InferVL(beam.PTransform):
-    def __init__(self, handler: ModelHandler) -> None:
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        render: RenderConfig,
+        video: VideoConfig,
+        ocr_prompt: Prompt,
+        grounding_prompt: Prompt,
+    ) -> None:
         super().__init__()
-        self._handler = handler
+        self._fn = _InferUnits(backend, render, video, ocr_prompt, grounding_prompt)
 
-    def expand(self, requests):
-        main, dead = (
-            requests
-            | "Qwen3VL" >> RunInference(KeyedModelHandler(self._handler)).with_exception_handling()
-        )
-        results = main | "SplitErrors" >> beam.ParDo(_SplitErrors()).with_outputs(
+    def expand(self, units):
+        out = units | "RenderDecodeInfer" >> beam.ParDo(self._fn).with_outputs(
             FAILURES_TAG, main="results"
         )
-        batch_failures = dead.failed_inferences | "FailedBatches" >> beam.ParDo(_FailedBatches())
-        failures = (results[FAILURES_TAG], batch_failures) | "InferenceFailures" >> beam.Flatten()
-        return {"results": results.results, "failures": failures}
+        return {"results": out.results, "failures": out[FAILURES_TAG]}

@@ -12,10 +12,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from vlbeam.schemas.elements import Failure, SourceFile
+from vlbeam.schemas.elements import DocumentFacts, Failure, SourceFile
 from vlbeam.schemas.errors import EmptyFile, TaskNotEnabled, UnsupportedInput, VlbeamError
 from vlbeam.schemas.ids import sha256_hex
-from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, count_failure
+from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.media.sniff import HEAD_BYTES, sniff_kind
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,7 @@ class _MatchPatterns(beam.DoFn):
     def process(self, pattern: str):
         paths, failure = match_pattern(pattern)
         if failure is not None:
-            count_failure(failure)
-            yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
+            yield dead_letter(failure)
         yield from paths
 
 
@@ -109,24 +108,21 @@ class _IdentifyFiles(beam.DoFn):
             source, detail = identify_file(uri)
         except Exception as exc:
             failure = Failure.from_exception(exc, source_uri=uri, doc_id=None, stage="ingest")
-            count_failure(failure)
             yield SourceFile(uri=uri, doc_id=None, kind="unknown", size_bytes=None)
-            yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
+            yield dead_letter(failure)
             return
         yield source
         key = (source.doc_id, self._prompt_by_kind.get(source.kind))
         if done and key in done:  # --skip-existing: same content, model and prompt, done
             self._skipped.inc()
-            yield beam.pvalue.TaggedOutput(SKIPPED_TAG, (uri, {"skipped": True}))
+            yield beam.pvalue.TaggedOutput(SKIPPED_TAG, DocumentFacts(uri, skipped=True))
             return
         reason = unprocessable_reason(source, detail, self._tasks)
         if reason is not None:
             stage = "task" if isinstance(reason, TaskNotEnabled) else "sniff"
-            failure = Failure.from_exception(
-                reason, source_uri=uri, doc_id=source.doc_id, stage=stage
+            yield dead_letter(
+                Failure.from_exception(reason, source_uri=uri, doc_id=source.doc_id, stage=stage)
             )
-            count_failure(failure)
-            yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
         else:
             yield beam.pvalue.TaggedOutput(source.kind, source)
 

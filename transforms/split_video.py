@@ -1,27 +1,33 @@
-"""Split videos into overlapping time windows of timestamped frames.
+"""Videos → overlapping time windows (small work descriptors), and a window → its frames.
 
-Each window is its own element (reshuffled), so one long video spreads over every
-worker. Probing and decoding run in the same helper process as page rendering
-(`HelperProcess`), with a time bound per window; the file is read by the helper
-straight from its URI and only JPEG frames come back.
+Planning probes a video and cuts it into `VideoWindow`s, which are shuffled so one long video
+spreads over every worker. Decoding happens later, in the stage that feeds the model
+(`transforms/inference.py`), so frames never cross a shuffle. Probing and decoding run in the
+worker's helper process with a time bound per window; the helper reads the file straight from
+its URI and only JPEG frames come back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from vlbeam.schemas.elements import Failure, SourceFile, VideoWindow, WindowFrames, WindowRef
-from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, count_failure
-from vlbeam.transforms.helper_dofn import HelperDoFn
+from vlbeam.schemas.elements import (
+    DocumentFacts,
+    Failure,
+    SourceFile,
+    VideoWindow,
+    WindowFrames,
+    WindowRef,
+)
+from vlbeam.transforms.dead_letter import NAMESPACE
+from vlbeam.transforms.media.helper_process import HelperProcess
 from vlbeam.transforms.media.video_decode import EmptyWindow, SamplingConfig
 
 logger = logging.getLogger(__name__)
-
-FACTS_TAG = "facts"
 
 
 @dataclass(frozen=True)
@@ -53,33 +59,30 @@ def plan_windows(source: SourceFile, duration_s: float, cfg: VideoConfig) -> lis
     return windows
 
 
-class _PlanWindows(HelperDoFn):
-    def process(self, source: SourceFile):
-        try:
-            info = self._worker.probe_video(source.uri, self._cfg.timeout_s)
-        except Exception as exc:
-            failure = Failure.from_exception(
-                exc, source_uri=source.uri, doc_id=source.doc_id, stage="split"
-            )
-            count_failure(failure)
-            yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
-            return
-        windows = plan_windows(source, info.duration_s, self._cfg)
-        facts = {"duration_s": info.duration_s, "num_units": len(windows)}
-        yield beam.pvalue.TaggedOutput(FACTS_TAG, (source.uri, facts))
-        yield from windows
+def plan_video(
+    helper: HelperProcess, source: SourceFile, cfg: VideoConfig
+) -> tuple[DocumentFacts, list[VideoWindow]]:
+    """Probe a video (duration, also for files whose header has none) and cut it into windows."""
+    info = helper.probe_video(source.uri, cfg.timeout_s)
+    return DocumentFacts(source.uri, duration_s=info.duration_s), plan_windows(
+        source, info.duration_s, cfg
+    )
 
 
-class _SampleWindows(HelperDoFn):
+class WindowSampler:
+    """Decodes a window's frames through a helper process (time-bounded)."""
+
     def __init__(self, cfg: VideoConfig) -> None:
-        super().__init__(cfg)
+        self._cfg = cfg
         self._frames = Metrics.counter(NAMESPACE, "video_frames")
         self._windows = Metrics.counter(NAMESPACE, "video_windows_decoded")
 
-    def process(self, window: VideoWindow):
+    def frames(self, helper: HelperProcess, window: VideoWindow) -> WindowFrames | Failure:
+        """The window's sampled frames with their true times, or a `decode` failure that
+        names the window and its time range."""
         source = window.source
         try:
-            frames, errors = self._worker.sample_video(
+            frames, errors = helper.sample_video(
                 source.uri, window.start_s, window.end_s, self._cfg.sampling, self._cfg.timeout_s
             )
             if not frames:
@@ -93,12 +96,10 @@ class _SampleWindows(HelperDoFn):
                 unit=window.index,
             )  # fmt: skip
             if window.describe() not in failure.message:
-                failure = Failure(failure.source_uri, failure.doc_id, failure.stage,
-                                  failure.error_type, f"{window.describe()}: {failure.message}",
-                                  failure.unit)  # fmt: skip
-            count_failure(failure)
-            yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
-            return
+                failure = dataclasses.replace(
+                    failure, message=f"{window.describe()}: {failure.message}"
+                )
+            return failure
         if errors:
             logger.warning("%s of %s: skipped %d undecodable packets", window.describe(),
                            source.uri, errors)  # fmt: skip
@@ -112,28 +113,4 @@ class _SampleWindows(HelperDoFn):
             end_s=window.end_s,
             frame_times_s=tuple(round(f.time_s, 6) for f in frames),
         )
-        yield WindowFrames(ref=ref, frames=tuple(f.image for f in frames))
-
-
-class SplitVideo(beam.PTransform):
-    """SourceFile (video) → dict of `windows` (WindowFrames), `facts` ((uri, {duration_s,
-    num_units})) and `failures`."""
-
-    def __init__(self, cfg: VideoConfig) -> None:
-        super().__init__()
-        self._cfg = cfg
-
-    def expand(self, sources):
-        planned = sources | "PlanWindows" >> beam.ParDo(_PlanWindows(self._cfg)).with_outputs(
-            FAILURES_TAG, FACTS_TAG, main="windows"
-        )
-        sampled = (
-            planned.windows
-            | "SpreadWindows" >> beam.Reshuffle()
-            | "SampleFrames"
-            >> beam.ParDo(_SampleWindows(self._cfg)).with_outputs(FAILURES_TAG, main="windows")
-        )
-        failures = (planned[FAILURES_TAG], sampled[FAILURES_TAG]) | (
-            "VideoSplitFailures" >> beam.Flatten()
-        )
-        return {"windows": sampled.windows, "facts": planned[FACTS_TAG], "failures": failures}
+        return WindowFrames(ref=ref, frames=tuple(f.image for f in frames))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -171,6 +172,24 @@ class ApiEngine:
     def __del__(self) -> None:  # best effort; engines normally live as long as the process
         with contextlib.suppress(Exception):
             self.close()
+
+    # -- the Engine interface (see engine.py) -------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Requests a caller may keep outstanding: every slot busy, and as many again queued
+        so that a freed slot takes the next request at once."""
+        return 2 * self.cfg.max_concurrency
+
+    def submit(self, request: VLRequest) -> concurrent.futures.Future[VLResult]:
+        """Send one request as soon as a slot (and the rate limit) allows."""
+        return asyncio.run_coroutine_threadsafe(self._one(request), self._loop)
+
+    def flush(self) -> None:
+        return None  # nothing waits for company: every request goes out on its own
+
+    def check(self) -> None:
+        self._check_abort()
 
     # -- public, synchronous ------------------------------------------------------------
 

@@ -1,9 +1,5 @@
-"""RunInference `ModelHandler` for Qwen3-VL on local `transformers` (GPU in bf16, CPU works).
-
-The model is loaded only in `load_model` (once per worker process, by RunInference).
-`inference_fn` and `loader` are injectable so tests can exercise everything around
-the model without it, and the real path runs against the tiny checkpoint.
-"""
+"""Qwen3-VL on local `transformers` (GPU in bf16, CPU works): loading, batched generation with
+exact video timestamps, and the backend that feeds it through a `BatchingEngine`."""
 
 from __future__ import annotations
 
@@ -11,15 +7,14 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from vlbeam.schemas.config import ModelConfig
 from vlbeam.schemas.elements import VLRequest, VLResult
 from vlbeam.schemas.errors import ModelNotFound
+from vlbeam.transforms.backends.engine import BatchingEngine
 from vlbeam.transforms.backends.tiny_model import TINY_RANDOM, ensure_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -220,14 +215,17 @@ InferenceFn = Callable[[Any, Sequence[VLRequest], ModelConfig], list[VLResult]]
 Loader = Callable[[ModelConfig], Any]
 
 
-class TransformersQwenHandler(ModelHandler[VLRequest, PredictionResult, Any]):
-    """Qwen3-VL through `transformers`. Batches are sized by Beam (min/max_batch_size).
+class TransformersQwenHandler:
+    """Qwen3-VL through local `transformers`: an `InferenceBackend` whose engine is a
+    `BatchingEngine` running `generate` on batches of up to `max_batch_size` requests.
 
-    A batch that raises is retried one request at a time, so one bad page fails
-    alone (its result carries `error_type`) and the rest of the batch is kept.
+    The model is loaded in `create_engine`, which the inference stage calls once per worker
+    process. `inference_fn` and `loader` are injectable, so tests exercise everything around
+    the model without it, and the real path runs against the tiny checkpoint.
     """
 
     backend = BACKEND
+    provider = None
 
     def __init__(
         self,
@@ -235,14 +233,7 @@ class TransformersQwenHandler(ModelHandler[VLRequest, PredictionResult, Any]):
         *,
         inference_fn: InferenceFn = generate_batch,
         loader: Loader = load_qwen,
-        large_model: bool = False,
     ) -> None:
-        super().__init__(
-            min_batch_size=cfg.min_batch_size,
-            max_batch_size=cfg.max_batch_size,
-            max_batch_duration_secs=cfg.max_batch_duration_secs,
-            large_model=large_model,
-        )
         self._cfg = cfg
         self._inference_fn = inference_fn
         self._loader = loader
@@ -254,35 +245,11 @@ class TransformersQwenHandler(ModelHandler[VLRequest, PredictionResult, Any]):
     def load_model(self) -> Any:
         return self._loader(self._cfg)
 
-    def run_inference(
-        self,
-        batch: Sequence[VLRequest],
-        model: Any,
-        inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[PredictionResult]:
-        try:
-            results = self._inference_fn(model, batch, self._cfg)
-            if len(results) != len(batch):
-                raise RuntimeError(f"inference returned {len(results)} results for {len(batch)}")
-        except Exception as exc:
-            if len(batch) == 1:
-                results = [VLResult.failed(exc)]
-            else:
-                logger.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
-                results = [self._one(request, model) for request in batch]
-        return [
-            PredictionResult(example, result)
-            for example, result in zip(batch, results, strict=True)
-        ]
-
-    def _one(self, request: VLRequest, model: Any) -> VLResult:
-        try:
-            return self._inference_fn(model, [request], self._cfg)[0]
-        except Exception as exc:
-            return VLResult.failed(exc)
-
-    def get_num_bytes(self, batch: Sequence[VLRequest]) -> int:
-        return sum(request.num_bytes for request in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return "vlbeam_transformers"
+    def create_engine(self) -> BatchingEngine:
+        model, cfg, inference_fn = self.load_model(), self._cfg, self._inference_fn
+        return BatchingEngine(
+            lambda batch: inference_fn(model, batch, cfg),
+            max_batch_size=cfg.max_batch_size,
+            max_batch_pixels=cfg.max_batch_pixels,
+            linger_s=cfg.max_batch_duration_secs,
+        )

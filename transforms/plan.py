@@ -1,0 +1,61 @@
+"""Sources → work units: page ranges of documents and time windows of videos.
+
+What crosses the shuffle is small descriptors only (`PageRange`, `VideoWindow`); the pixels
+are made where the model is fed (`transforms/inference.py`).
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from vlbeam.schemas.config import RenderConfig
+from vlbeam.schemas.elements import Failure, SourceFile
+from vlbeam.transforms.dead_letter import FAILURES_TAG, dead_letter
+from vlbeam.transforms.helper_dofn import HelperDoFn
+from vlbeam.transforms.split_pages import plan_pages
+from vlbeam.transforms.split_video import VideoConfig, plan_video
+
+FACTS_TAG = "facts"
+
+
+class _PlanUnits(HelperDoFn):
+    """SourceFile → its work units, its `DocumentFacts`, or a `split` failure."""
+
+    def __init__(self, render: RenderConfig, video: VideoConfig) -> None:
+        super().__init__(max(render.max_memory_mb, video.max_memory_mb))
+        self._render, self._video = render, video
+
+    def process(self, source: SourceFile):
+        try:
+            if source.kind == "video":
+                facts, units = plan_video(self._helper, source, self._video)
+            else:
+                facts, units = plan_pages(self._helper, source, self._render)
+        except Exception as exc:
+            yield dead_letter(
+                Failure.from_exception(
+                    exc, source_uri=source.uri, doc_id=source.doc_id, stage="split"
+                )
+            )
+            return
+        yield beam.pvalue.TaggedOutput(FACTS_TAG, facts)
+        yield from units
+
+
+class PlanWork(beam.PTransform):
+    """SourceFile (pdf, image, video) → dict of `units` (PageRange / VideoWindow, spread over
+    the workers), `facts` (DocumentFacts) and `failures`."""
+
+    def __init__(self, render: RenderConfig, video: VideoConfig) -> None:
+        super().__init__()
+        self._render, self._video = render, video
+
+    def expand(self, sources):
+        planned = sources | "PlanUnits" >> beam.ParDo(
+            _PlanUnits(self._render, self._video)
+        ).with_outputs(FAILURES_TAG, FACTS_TAG, main="units")
+        return {
+            "units": planned.units | "SpreadUnits" >> beam.Reshuffle(),
+            "facts": planned[FACTS_TAG],
+            "failures": planned[FAILURES_TAG],
+        }
