@@ -210,6 +210,10 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
     w_px, h_px = target_size(image.width, image.height, cfg)
     if w_px * h_px < image.width * image.height:  # downscale only: upscaling adds no detail
         image = image.resize((w_px, h_px), Image.Resampling.LANCZOS)
+    elif _usable_as_is(data, cfg.image_format):
+        # already in the transport format, upright and small enough: pass the bytes on
+        # (decoded once above, so a broken file still fails here)
+        return RenderedPage(data, cfg.image_format, image.width, image.height, None)
     return RenderedPage(
         image=encode_image(image, cfg.image_format),
         image_format=cfg.image_format,
@@ -217,6 +221,18 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
         height_px=image.height,
         text_layer=None,
     )
+
+
+def _usable_as_is(data: bytes, image_format: str) -> bool:
+    """An 8-bit RGB PNG, or a baseline RGB JPEG, without EXIF orientation, in that format."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as original:
+        if (original.format or "").lower() != image_format or original.mode != "RGB":
+            return False
+        if getattr(original, "n_frames", 1) != 1 or original.getexif().get(0x0112, 1) != 1:
+            return False
+        return image_format in ("png", "jpeg")
 
 
 def encode_image(image, image_format: str) -> bytes:
