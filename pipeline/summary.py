@@ -35,6 +35,9 @@ def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: s
         f"  failures:  {values.get('failures', 0)}",
         f"  model loads: {values.get('model_loads', 0)} (one per worker process)",
     ]
+    if values.get("model_batches"):
+        mean = values["model_batch_requests"] / values["model_batches"]
+        lines.insert(-1, f"  batches:   {values['model_batches']} (mean size {mean:.2f})")
     if values.get("cost_micro_usd"):
         cost = values["cost_micro_usd"] / 1e6
         pages = values.get("pages_ok", 0)

@@ -140,7 +140,7 @@ def test_the_backends_implement_the_interfaces():
 
 @pytest.mark.timeout(300)
 def test_the_stage_overlaps_rendering_with_the_model_and_bounds_what_is_outstanding(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     """A 24-page PDF with --max-batch-size 4: every batch is full (4) although the model is
     slow, the first batch starts long before the last page is rendered, and the requests
@@ -181,6 +181,7 @@ def test_the_stage_overlaps_rendering_with_the_model_and_bounds_what_is_outstand
     assert len(read_table(out, "pages")) == 24
     events = [line.split() for line in log.read_text().splitlines()]
     assert [int(n) for _, n in events] == [4] * 6
+    assert "batches:   6 (mean size 4.00)" in capsys.readouterr().out
     # the model started long before the last page was rendered, and the renderer never ran
     # more than the engine's capacity (2 x 4) ahead of the batches already started
     starts = [float(t) for t, _ in events]

@@ -31,9 +31,10 @@ def test_an_rgb_png_within_size_passes_through_byte_for_byte():
         (Image.new("RGBA", (300, 400)), "PNG", RenderConfig()),  # alpha: flattened to RGB
         (Image.new("RGB", (3000, 400)), "PNG", RenderConfig()),  # too large: downscaled
         (Image.new("RGB", (300, 400)), "JPEG", RenderConfig()),  # not the transport format
+        (Image.new("RGB", (300, 400)), "JPEG", RenderConfig(image_format="jpeg")),  # lossy: no
         (Image.new("RGB", (300, 400)), "PNG", RenderConfig(image_format="webp")),
     ],
-    ids=["rgba", "too-large", "jpeg-to-png", "png-to-webp"],
+    ids=["rgba", "too-large", "jpeg-to-png", "jpeg-to-jpeg", "png-to-webp"],
 )
 def test_other_images_are_re_encoded(image, fmt, cfg):
     data = encoded(image, fmt)
@@ -47,3 +48,10 @@ def test_a_truncated_png_still_fails():
     data = encoded(Image.effect_noise((300, 400), 50).convert("RGB"), "PNG")
     with pytest.raises(InvalidImage, match="cannot decode image"):
         render_image(data[: len(data) // 2], RenderConfig())
+
+
+def test_a_bit_flipped_png_fails_its_checksum():
+    data = bytearray(encoded(Image.effect_noise((300, 400), 50).convert("RGB"), "PNG"))
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(InvalidImage, match="cannot decode image"):
+        render_image(bytes(data), RenderConfig())

@@ -98,6 +98,13 @@ class _InferUnits(HelperDoFn):
 
     def finish_bundle(self):
         self._engine.flush()
+        yield from self._finish_outputs()
+        sizes = getattr(self._engine, "take_batch_sizes", list)()
+        if sizes:  # batched engines: how full their batches were, for the summary
+            Metrics.counter(NAMESPACE, "model_batches").inc(len(sizes))
+            Metrics.counter(NAMESPACE, "model_batch_requests").inc(sum(sizes))
+
+    def _finish_outputs(self):
         for out in self._collect(keep=0):
             if isinstance(out, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))

@@ -135,7 +135,7 @@ class BatchingEngine:
         self._closed = False
         self._last_submit = time.monotonic()
         self._cond = threading.Condition()
-        self.batch_sizes: list[int] = []  # what ran, for benchmarks and tests
+        self._done_batches: list[int] = []  # sizes of the batches run, not yet reported
         self._thread = threading.Thread(target=self._loop, name="vlbeam-batching", daemon=True)
         self._thread.start()
 
@@ -163,6 +163,12 @@ class BatchingEngine:
 
     def check(self) -> None:
         return None
+
+    def take_batch_sizes(self) -> list[int]:
+        """Sizes of the batches run since the last call (for the run summary)."""
+        with self._cond:
+            sizes, self._done_batches = self._done_batches, []
+        return sizes
 
     def close(self) -> None:
         with self._cond:
@@ -205,10 +211,14 @@ class BatchingEngine:
                         timeout = max(0.0, self._linger - (time.monotonic() - self._last_submit))
                     self._cond.wait(timeout=timeout)
                 batch = self._take()
-            self.batch_sizes.append(len(batch))
+            started = time.monotonic()
+            logger.debug("batch start %.6f size %d", started, len(batch))
             try:
                 results = run_batch_or_each(self._run_batch, [r for r, _, _ in batch])
             except BaseException as exc:  # never leave a caller waiting on a dead thread
                 results = [VLResult.failed(exc)] * len(batch)
+            logger.debug("batch end %.6f size %d", time.monotonic(), len(batch))
+            with self._cond:
+                self._done_batches.append(len(batch))
             for (_, _, future), result in zip(batch, results, strict=True):
                 future.set_result(result)

@@ -202,18 +202,21 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
     try:
         image = Image.open(io.BytesIO(data))
         w_px, h_px = target_size(image.width, image.height, cfg)
+        if _usable_as_is(image, cfg.image_format, w_px * h_px):
+            # already an upright RGB PNG within size: pass the bytes on unchanged. Every
+            # chunk's CRC is checked, so a truncated or corrupted file still fails here.
+            Image.open(io.BytesIO(data)).verify()
+            return RenderedPage(data, cfg.image_format, image.width, image.height, None)
         if image.format == "JPEG" and w_px < image.width:
             image.draft("RGB", (w_px, h_px))  # decode at reduced size
-        image = ImageOps.exif_transpose(image).convert("RGB")
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        image = image.convert("RGB")
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"cannot decode image: {exc}") from None
     w_px, h_px = target_size(image.width, image.height, cfg)
     if w_px * h_px < image.width * image.height:  # downscale only: upscaling adds no detail
         image = image.resize((w_px, h_px), Image.Resampling.LANCZOS)
-    elif _usable_as_is(data, cfg.image_format):
-        # already in the transport format, upright and small enough: pass the bytes on
-        # (decoded once above, so a broken file still fails here)
-        return RenderedPage(data, cfg.image_format, image.width, image.height, None)
     return RenderedPage(
         image=encode_image(image, cfg.image_format),
         image_format=cfg.image_format,
@@ -223,16 +226,19 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
     )
 
 
-def _usable_as_is(data: bytes, image_format: str) -> bool:
-    """An 8-bit RGB PNG, or a baseline RGB JPEG, without EXIF orientation, in that format."""
-    from PIL import Image
+EXIF_ORIENTATION = 0x0112
 
-    with Image.open(io.BytesIO(data)) as original:
-        if (original.format or "").lower() != image_format or original.mode != "RGB":
-            return False
-        if getattr(original, "n_frames", 1) != 1 or original.getexif().get(0x0112, 1) != 1:
-            return False
-        return image_format in ("png", "jpeg")
+
+def _usable_as_is(image, image_format: str, target_pixels: int) -> bool:
+    """An 8-bit RGB PNG, single frame, no EXIF rotation, no larger than the target size."""
+    return (
+        image_format == "png"
+        and image.format == "PNG"
+        and image.mode == "RGB"
+        and getattr(image, "n_frames", 1) == 1
+        and target_pixels >= image.width * image.height
+        and image.getexif().get(EXIF_ORIENTATION, 1) == 1
+    )
 
 
 def encode_image(image, image_format: str) -> bytes:
