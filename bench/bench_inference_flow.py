@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -118,7 +119,7 @@ class LatencyServer:
                         "message": {"role": "assistant", "content": "text"},
                         "finish_reason": "stop",
                     }
-                ],  # fmt: skip
+                ],
                 "usage": {"prompt_tokens": 1000, "completion_tokens": 1, "total_tokens": 1001},
             }
         )
@@ -346,10 +347,8 @@ def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
     while proc.poll() is None:
         try:
             for p in [root, *root.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):
                     peak = max(peak, p.memory_info().rss)
-                except psutil.Error:
-                    pass
         except psutil.Error:
             pass
         time.sleep(0.2)
