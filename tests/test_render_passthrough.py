@@ -55,3 +55,11 @@ def test_a_bit_flipped_png_fails_its_checksum():
     data[len(data) // 2] ^= 0xFF
     with pytest.raises(InvalidImage, match="cannot decode image"):
         render_image(bytes(data), RenderConfig())
+
+
+def test_a_png_with_exif_rotation_is_turned_upright():
+    image = Image.new("RGB", (300, 400), "white")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    page = render_image(encoded(image, "PNG", exif=exif), RenderConfig())
+    assert (page.width_px, page.height_px) == (400, 300)

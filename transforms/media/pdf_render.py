@@ -202,7 +202,7 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
     try:
         image = Image.open(io.BytesIO(data))
         w_px, h_px = target_size(image.width, image.height, cfg)
-        if _usable_as_is(image, cfg.image_format, w_px * h_px):
+        if _usable_as_is(image, data, cfg.image_format, w_px * h_px):
             # already an upright RGB PNG within size: pass the bytes on unchanged. Every
             # chunk's CRC is checked, so a truncated or corrupted file still fails here.
             Image.open(io.BytesIO(data)).verify()
@@ -229,15 +229,16 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
 EXIF_ORIENTATION = 0x0112
 
 
-def _usable_as_is(image, image_format: str, target_pixels: int) -> bool:
-    """An 8-bit RGB PNG, single frame, no EXIF rotation, no larger than the target size."""
+def _usable_as_is(image, data: bytes, image_format: str, target_pixels: int) -> bool:
+    """An 8-bit RGB PNG, single frame, without EXIF (so never rotated), no larger than the
+    target size. (PIL reads a PNG's EXIF only by decoding it: look for the chunk instead.)"""
     return (
         image_format == "png"
         and image.format == "PNG"
         and image.mode == "RGB"
         and getattr(image, "n_frames", 1) == 1
         and target_pixels >= image.width * image.height
-        and image.getexif().get(EXIF_ORIENTATION, 1) == 1
+        and b"eXIf" not in data
     )
 
 
