@@ -1,4 +1,4 @@
-"""The `vlbeam` console script: `vlbeam run ...`, `vlbeam tiny-model DIR`."""
+"""The `vlbeam` console script: `vlbeam run ...`, `vlbeam report DIR`, `vlbeam tiny-model DIR`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 USAGE = """usage: vlbeam run --input GLOB [--input GLOB ...] --output DIR [--tasks ocr]
                   [--model ID_OR_PATH] [any Beam pipeline flag]
        vlbeam load duckdb DIR DB
+       vlbeam report DIR [--run RUN_ID] -o report.html
        vlbeam tiny-model DIR
 
 Run `vlbeam run --help` for every job flag."""
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         for table, n in load_duckdb(rest[1], rest[2]).items():
             print(f"{table}: {n} rows")
         return 0
+    if command == "report":
+        from vlbeam.pipeline.report import main as report_main
+
+        return report_main(rest)
     if command == "tiny-model":
         if len(rest) != 1:
             print("usage: vlbeam tiny-model DIR", file=sys.stderr)
