@@ -44,7 +44,6 @@ from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, read_table, run_j
 from tests.video_fixtures import constant_rate, is_red, write_video
 from vlbeam.pipeline.prompts import builtin_prompt
 from vlbeam.schemas.elements import VLRequest, VLResult
-from vlbeam.schemas.errors import VlbeamError
 from vlbeam.transforms.backends.openai_engine import (
     ApiEngine,
     MissingApiKey,

@@ -19,6 +19,7 @@ What this server (transformers 5.23) answers, checked by hand and pinned below:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import json
@@ -36,6 +37,7 @@ import pytest
 
 from tests.conftest import require_module
 from tests.pipeline_helpers import SAMPLES_GLOB, read_table, run_job
+from tests.sharp_model import write_sharp_checkpoint
 
 require_module("fastapi", "dev")
 require_module("uvicorn", "dev")
@@ -116,8 +118,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
-    """`transformers serve <tiny model> --device cpu` on a free local port, once per module."""
+    """`transformers serve <sharp tiny model> --device cpu` on a free local port, once per
+    module. The tiny checkpoint's own weights answer newlines to everything, so a page text
+    could equal the server's answer to another request; the sharp copy (tests/sharp_model.py)
+    answers each image and prompt differently."""
     work = tmp_path_factory.mktemp("transformers-serve")
+    sharp = write_sharp_checkpoint(tiny_model, work / "sharp-tiny-qwen3-vl")
     hub_cache = work / "hf-hub-cache"  # must exist; the server scans it for models
     hub_cache.mkdir()
     env = {
@@ -129,7 +135,7 @@ def server(tiny_model, tmp_path_factory):
         "TRANSFORMERS_VERBOSITY": "error",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    model, port, log = str(tiny_model), _free_port(), work / "server.log"
+    model, port, log = str(sharp), _free_port(), work / "server.log"
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model,
                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]  # fmt: skip
     with open(log, "wb") as out:
@@ -148,6 +154,47 @@ def server(tiny_model, tmp_path_factory):
         yield srv
     finally:
         _stop(proc)
+
+
+def _sse_text(raw: bytes) -> str:
+    """The answer text of a server-sent-event stream: the `delta.content` pieces joined."""
+    pieces = []
+    for line in raw.decode().splitlines():
+        if line.startswith("data:") and line[5:].strip() != "[DONE]":
+            for choice in json.loads(line[5:])["choices"]:
+                pieces.append((choice.get("delta") or {}).get("content") or "")
+    return "".join(pieces)
+
+
+def direct_answer(server: Server, pdf: Path, stream: bool) -> tuple[tuple[int, int], str]:
+    """Page 1 of `pdf` rendered as the pipeline renders it (default RenderConfig), sent by
+    hand as one chat request with the OCR prompt: (page size, the server's answer text)."""
+    from vlbeam.pipeline.prompts import DEFAULT_OCR_PROMPT_ID, builtin_prompt
+    from vlbeam.schemas.config import RenderConfig
+    from vlbeam.transforms.media.pdf_render import open_pdf, render_pdf_page
+
+    doc = open_pdf(pdf.read_bytes())
+    try:
+        page = render_pdf_page(doc, 1, RenderConfig())
+    finally:
+        doc.close()
+    assert page.image.startswith(b"\x89PNG")
+    url = "data:image/png;base64," + base64.b64encode(page.image).decode("ascii")
+    content = [
+        {"type": "image_url", "image_url": {"url": url}},
+        {"type": "text", "text": builtin_prompt(DEFAULT_OCR_PROMPT_ID).text},
+    ]
+    body = {
+        "model": server.model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": MAX_NEW_TOKENS,
+        "temperature": 0.0,
+        **({"stream": True} if stream else {}),
+    }
+    status, raw = server.post(body)
+    assert status == 200, raw
+    text = _sse_text(raw) if stream else json.loads(raw)["choices"][0]["message"]["content"]
+    return (page.width_px, page.height_px), text
 
 
 def _run(server: Server, out: Path, *extra: str):
@@ -174,7 +221,8 @@ def test_server_speaks_what_vlbeam_reads(server):
     )
     assert status == 200, raw
     answer = json.loads(raw)
-    assert isinstance(answer["model"], str) and answer["model"]  # its own name for the model
+    # its own name for the pinned model: the path, with `@main` appended by 5.23
+    assert answer["model"].removesuffix("@main") == server.model
     assert answer["choices"][0]["finish_reason"] == "length"
     assert answer["usage"]["completion_tokens"] == 1 and answer["usage"]["prompt_tokens"] > 0
 
@@ -211,9 +259,16 @@ def test_ocr_job_through_transformers_serve(server, tmp_path, stream):
         assert page["input_tokens"] > 100
         # Random weights never emit EOS: every answer stops at the token limit.
         assert page["output_tokens"] == MAX_NEW_TOKENS and page["finish_reason"] == "length"
-        assert isinstance(page["text"], str)  # "" (JSON: server strips) or newlines (SSE)
         assert page["request_id"] and page["latency_s"] > 0
         assert page["cost_usd"] is None and page["reasoning"] is None
+        # The text is exactly what the server answers to the same page and prompt, asked
+        # directly (greedy, so the same tokens), whatever the server does with whitespace.
+        pdf = Path(SAMPLES_GLOB).parent / Path(page["source_uri"]).name
+        size, text = direct_answer(server, pdf, stream)
+        assert (page["width_px"], page["height_px"]) == size
+        assert page["text"] == text
+    # the comparison can fail: the two pages get different answers
+    assert pages[0]["text"] != pages[1]["text"]
 
 
 @pytest.mark.slow
