@@ -1,4 +1,10 @@
-"""Errors with a stable `error_type` that lands in the `failures` table."""
+"""Every error type that can reach the `failures` table, in one place.
+
+`failures.error_type` is a data contract: it is the class name (or, for HTTP and helper-process
+errors, the name given below), so renaming a class here changes warehouse data. The set is
+pinned by tests/test_errors_contract.py and listed in the README. Python's own exception names
+(e.g. `MemoryError` from a model call) can also appear, for failures nobody foresaw.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +59,43 @@ class RendererCrashed(VlbeamError):
 
 class ModelNotFound(VlbeamError):
     pass
+
+
+class NoFilesMatched(VlbeamError):
+    """An --input pattern that matched no file."""
+
+
+class InvalidVideo(VlbeamError):
+    pass
+
+
+class NoVideoStream(VlbeamError):
+    pass
+
+
+class EmptyWindow(VlbeamError):
+    """A video window in which no frame could be decoded."""
+
+
+class UnparseableAnswer(VlbeamError):
+    """A grounding answer with no readable time span (the raw answer is kept)."""
+
+
+class MissingApiKey(VlbeamError):
+    pass
+
+
+class PreflightFailed(VlbeamError):
+    """The one request before a run was refused (bad key, URL or model): the run stops."""
+
+
+class ApiError(VlbeamError):
+    """A request that failed for good: `HTTP<status>`, or `ApiConnectionError` without one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type_name = f"HTTP{status}" if status else "ApiConnectionError"
 
 
 class RemoteError(VlbeamError):

@@ -30,8 +30,8 @@ from vlbeam.transforms.backends.openai_protocol import (
     api_config_from_preset,
     build_body,
     data_uri,
-    error_message,
     even_fps,
+    http_error_message,
     parse_response,
     preflight_request,
     redact,
@@ -262,7 +262,7 @@ def test_aimlapi_seed_and_stop_limits():
 
 
 def test_aimlapi_limits_also_apply_to_extra_body():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^aimlapi needs seed >= 1"):
         api_config_from_preset("aimlapi", extra_body={"seed": 0})
 
 
@@ -449,7 +449,7 @@ def test_stream_error_chunk_and_broken_chunk():
     acc = StreamAccumulator()
     with pytest.raises(StreamError, match="overloaded"):
         acc.feed_line(sse({"error": {"message": "overloaded", "code": 503}}))
-    with pytest.raises(ValueError):
+    with pytest.raises(json.JSONDecodeError, match="Expecting value"):
         StreamAccumulator().feed_line('data: {"choices": [')
 
 
@@ -459,16 +459,18 @@ def test_stream_error_chunk_and_broken_chunk():
 def test_error_message_reads_the_provider_error():
     body = json.dumps({"error": {"message": "Invalid key", "type": "invalid_request_error",
                                  "param": None, "code": "invalid_api_key"}})  # fmt: skip
-    assert error_message(401, body.encode()) == (
+    assert http_error_message(401, body.encode()) == (
         "HTTP 401: Invalid key (invalid_request_error, invalid_api_key)"
     )
-    assert error_message(400, '{"error": "bad thing"}') == "HTTP 400: bad thing"
-    detail = error_message(422, '{"detail": "field required"}')  # FastAPI-style servers
+    assert http_error_message(400, '{"error": "bad thing"}') == "HTTP 400: bad thing"
+    detail = http_error_message(422, '{"detail": "field required"}')  # FastAPI-style servers
     assert detail.startswith("HTTP 422: ") and "field required" in detail
-    assert error_message(502, b"<html>Bad Gateway</html>") == "HTTP 502: <html>Bad Gateway</html>"
-    assert error_message(500, b"") == "HTTP 500: (empty body)"
-    assert len(error_message(500, "x" * 5000)) < 600
-    assert error_message(500, "[1, 2]") == "HTTP 500: [1, 2]"
+    assert (
+        http_error_message(502, b"<html>Bad Gateway</html>") == "HTTP 502: <html>Bad Gateway</html>"
+    )
+    assert http_error_message(500, b"") == "HTTP 500: (empty body)"
+    assert len(http_error_message(500, "x" * 5000)) < 600
+    assert http_error_message(500, "[1, 2]") == "HTTP 500: [1, 2]"
 
 
 def test_retry_after_seconds():

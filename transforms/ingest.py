@@ -13,7 +13,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from vlbeam.schemas.elements import DocumentFacts, Failure, SourceFile
-from vlbeam.schemas.errors import EmptyFile, TaskNotEnabled, UnsupportedInput, VlbeamError
+from vlbeam.schemas.errors import (
+    EmptyFile,
+    NoFilesMatched,
+    TaskNotEnabled,
+    UnsupportedInput,
+)
 from vlbeam.schemas.ids import sha256_hex
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.media.sniff import HEAD_BYTES, sniff_kind
@@ -22,10 +27,6 @@ logger = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
 SKIPPED_TAG = "skipped"
-
-
-class NoFilesMatched(VlbeamError):
-    pass
 
 
 def match_pattern(pattern: str) -> tuple[list[str], Failure | None]:

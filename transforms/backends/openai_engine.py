@@ -27,13 +27,13 @@ from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 
 from vlbeam.schemas.elements import VLRequest, VLResult
-from vlbeam.schemas.errors import VlbeamError
+from vlbeam.schemas.errors import ApiError, MissingApiKey, PreflightFailed, VlbeamError
 from vlbeam.transforms.backends.openai_protocol import (
     ApiAnswer,
     ApiConfig,
     StreamAccumulator,
     build_body,
-    error_message,
+    http_error_message,
     parse_response,
     redact,
 )
@@ -43,19 +43,6 @@ logger = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 FATAL_STATUS = frozenset({400, 401, 403, 404, 405, 413, 422})
 AUTH_STATUS = frozenset({401, 403})
-
-
-class ApiError(VlbeamError):
-    """A request that failed for good: its HTTP status and the provider's message."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type_name = f"HTTP{status}" if status else "ApiConnectionError"
-
-
-class MissingApiKey(VlbeamError):
-    pass
 
 
 class RunAborted(BaseException):
@@ -281,7 +268,7 @@ class ApiEngine:
                 )
                 if response.status >= 400:
                     raw = await response.read()
-                    message = self._clean(error_message(response.status, raw))
+                    message = self._clean(http_error_message(response.status, raw))
                     if response.status in RETRY_STATUS or response.status >= 500:
                         after = retry_after_seconds(response.headers.get("Retry-After"))
                         raise _Retry(message, response.status, after)
@@ -300,7 +287,9 @@ class ApiEngine:
                 if not isinstance(payload, dict):
                     raise _Retry("response is not a JSON object")
                 if "error" in payload and not payload.get("choices"):
-                    raise _Retry(self._clean(error_message(response.status, json.dumps(payload))))
+                    raise _Retry(
+                        self._clean(http_error_message(response.status, json.dumps(payload)))
+                    )
                 return parse_response(payload, request_id)
         except (_Retry, ApiError):
             raise
@@ -329,7 +318,3 @@ def preflight(cfg: ApiConfig) -> None:
         logger.warning("API check before the run failed (continuing): %s", exc)
     finally:
         engine.close()
-
-
-class PreflightFailed(VlbeamError):
-    pass

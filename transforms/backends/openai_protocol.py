@@ -418,7 +418,7 @@ class StreamError(ValueError):
         super().__init__(message or "error in stream")
 
 
-def error_message(status: int, body: bytes | str) -> str:
+def http_error_message(status: int, body: bytes | str) -> str:
     """The provider's own error message, from `{"error": {...}}` or the raw body."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:

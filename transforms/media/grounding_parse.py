@@ -19,11 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from vlbeam.schemas.errors import VlbeamError
-
-
-class UnparseableAnswer(VlbeamError):
-    pass
+from vlbeam.schemas.errors import UnparseableAnswer
 
 
 @dataclass(frozen=True)
