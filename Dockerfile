@@ -41,6 +41,20 @@ COPY runners /src/runners
 RUN pip install -c /src/constraints.txt "/src[transformers,video,pdf2image,openai,duckdb]" \
  && python -c "import vlbeam.pipeline.run, vlbeam.transforms.backends.qwen_transformers, av, pypdfium2, aiohttp"
 
+# vLLM for --backend vllm, in its own environment beside Beam's (vLLM needs pillow>=13 and
+# transformers<5.21, which Beam's environment can't hold), made by `uv tool install` (an
+# isolated app environment with its own Python 3.12) and kept off PATH: vlbeam starts the
+# server as `--server-python /opt/vllm-venv/bin/python`. `--build-arg VLLM_VERSION=` skips it.
+ARG VLLM_VERSION=0.33.0
+COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /usr/local/bin/uv
+RUN if [ -n "$VLLM_VERSION" ]; then \
+      UV_TOOL_DIR=/opt/uv-tools UV_TOOL_BIN_DIR=/opt/uv-tools/bin \
+      UV_PYTHON_INSTALL_DIR=/opt/uv-python UV_NO_CACHE=1 \
+      uv tool install --python 3.12 "vllm==${VLLM_VERSION}" \
+      && ln -s /opt/uv-tools/vllm /opt/vllm-venv \
+      && /opt/vllm-venv/bin/python -c "import vllm"; \
+    fi
+
 # Optionally bake model weights into the image (workers then need no network at start).
 RUN if [ -n "$MODEL" ]; then \
       python -c "from huggingface_hub import snapshot_download; snapshot_download('$MODEL')"; \
