@@ -166,7 +166,8 @@ def test_render_config_repr_hides_password() -> None:
     ],
 )
 def test_render_config_rejects(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+    field = next(iter(kwargs))  # the message names the setting that is wrong
+    with pytest.raises(ValueError, match=field.replace("_", "[_ ]")):
         RenderConfig(**kwargs)
 
 
@@ -194,9 +195,9 @@ def test_model_config_rejects(kwargs: dict) -> None:
 
 
 def test_prompt_validates() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a prompt needs an id and non-empty text"):
         Prompt(prompt_id="", text="x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a prompt needs an id and non-empty text"):
         Prompt(prompt_id="p", text="  \n ")
 
 

@@ -101,7 +101,7 @@ def test_parse_time_accepts(value, seconds):
     ],
 )
 def test_parse_time_rejects(value):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^not a time"):
         parse_time(value)
 
 

@@ -14,6 +14,31 @@ from vlbeam.schemas.elements import VLResult
 from vlbeam.schemas.errors import ModelNotFound
 
 
+def direct_answers(max_new_tokens: int) -> dict[str, tuple[str, int]]:
+    """(text, input tokens) of the tiny model asked directly about page 1 of each sample PDF,
+    rendered as the pipeline renders it by default, with the built-in OCR prompt."""
+    from vlbeam.pipeline.prompts import DEFAULT_OCR_PROMPT_ID, builtin_prompt
+    from vlbeam.schemas.config import ModelConfig, RenderConfig
+    from vlbeam.schemas.elements import VLRequest
+    from vlbeam.transforms.backends.qwen_transformers import generate_batch, load_qwen
+    from vlbeam.transforms.media.pdf_render import open_pdf, render_pdf_page
+
+    cfg = ModelConfig(model="tiny-random", device="cpu", max_new_tokens=max_new_tokens)
+    loaded = load_qwen(cfg)
+    prompt = builtin_prompt(DEFAULT_OCR_PROMPT_ID).text
+    answers = {}
+    for pdf in sorted(Path(SAMPLES_GLOB).parent.glob("*.pdf")):
+        doc = open_pdf(pdf.read_bytes())
+        try:
+            image = render_pdf_page(doc, 1, RenderConfig()).image
+        finally:
+            doc.close()
+        [result] = generate_batch(loaded, [VLRequest(images=(image,), prompt=prompt)], cfg)
+        answers[pdf.name] = (result.text, result.input_tokens)
+    assert len({tokens for _, tokens in answers.values()}) == 2  # two page sizes
+    return answers
+
+
 def test_tiny_model_end_to_end_on_samples(tiny_model, tmp_path):
     """The real transformers path (from_pretrained on a folder, batched generate)."""
     out = tmp_path / "out"
@@ -34,14 +59,17 @@ def test_tiny_model_end_to_end_on_samples(tiny_model, tmp_path):
     ]
     assert {d["status"] for d in docs} == {"ok"} and {d["num_pages"] for d in docs} == {1}
     assert len(pages) == 2
+    direct = direct_answers(6)
     for page in pages:
         assert page["model"] == "tiny-random" and page["backend"] == "transformers"
         assert page["prompt_id"] == "ocr_markdown_v1" and page["run_id"] == "r1"
         # random weights never emit EOS: every page is visibly truncated at the limit
         assert page["finish_reason"] == "length" and page["output_tokens"] == 6
         assert page["input_tokens"] > 100  # the image's visual tokens are counted
-        assert page["latency_s"] > 0 and isinstance(page["text"], str)
+        assert page["latency_s"] > 0
         assert max(page["width_px"], page["height_px"]) == 1288
+        # the row holds what the model answers to that page alone (text, prompt length)
+        assert (page["text"], page["input_tokens"]) == direct[Path(page["source_uri"]).name]
     born = next(p for p in pages if p["source_uri"].endswith("born_digital.pdf"))
     assert "born-digital page" in born["text_layer"]
     scanned = next(p for p in pages if p["source_uri"].endswith("scanned_page.pdf"))

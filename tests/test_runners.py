@@ -38,7 +38,7 @@ def test_local_in_process_and_multi_process():
     direct = opts.view_as(DirectOptions)
     assert direct.direct_running_mode == "multi_processing" and direct.direct_num_workers == 3
     assert expand_target(["--input", "x"]) == ["--input", "x"]  # no target: untouched
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^--workers must be >= 1$"):
         expand_target(["--target", "local", "--workers", "0"])
 
 
