@@ -4,7 +4,7 @@ What it measures, all within one run so that ratios are comparable on a noisy ma
 
 1. Throughput (pages/s) of vlbeam's real code path against a bare pypdfium2 loop over
    the same pages: `HelperProcess` (the helper subprocess) driven page by page like
-   `_RenderPages` does, with `RenderConfig()` defaults (1288 px long side, PNG level 1,
+   `PageRenderer` does, with `RenderConfig()` defaults (1288 px long side, PNG level 1,
    text layer on), once more with the text layer off, and the whole `SplitPages`
    transform in a `FnApiRunner` pipeline. The bare loop opens the PDF once and renders
    each page at the same scale to PIL RGB and encodes PNG level 1 (same work, no process
@@ -52,7 +52,7 @@ from vlbeam.schemas.config import RenderConfig
 from vlbeam.schemas.elements import PageImage, SourceFile
 from vlbeam.transforms.ingest import identify_file
 from vlbeam.transforms.media.helper_process import HelperProcess
-from vlbeam.transforms.split_pages import SplitPages, read_bytes
+from vlbeam.transforms.split_pages import read_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "bench_split.json"
@@ -165,7 +165,7 @@ def _render_page_rgb(doc, index: int, long_side: int) -> Image.Image:
 def worker_render(
     worker: HelperProcess, source: SourceFile, n_pages: int, cfg: RenderConfig
 ) -> list[tuple[int, int]]:
-    """vlbeam's helper process, page by page, as `_RenderPages.process` drives it."""
+    """vlbeam's helper process, page by page, as `PageRenderer.pages` drives it."""
     data = read_bytes(source.uri)
     sizes = []
     for page in range(1, n_pages + 1):
@@ -187,8 +187,49 @@ def _record_failures(n: int) -> None:
     Metrics.counter(BENCH_NAMESPACE, "failures").inc(n)
 
 
+class SplitPages(beam.PTransform):
+    """The job's planning (`PlanWork`: count pages, cut ranges, shuffle) and its page renderer
+    (`PageRenderer`, as the inference stage drives it), without a model."""
+
+    def __init__(self, cfg: RenderConfig) -> None:
+        super().__init__()
+        self._cfg = cfg
+
+    def expand(self, sources):
+        from vlbeam.transforms.plan import PlanWork
+        from vlbeam.transforms.split_video import VideoConfig
+
+        planned = sources | "Plan" >> PlanWork(self._cfg, VideoConfig())
+        rendered = planned["units"] | "Render" >> beam.ParDo(_RenderOnly(self._cfg)).with_outputs(
+            "failures", main="pages"
+        )
+        failures = (planned["failures"], rendered.failures) | "Failures" >> beam.Flatten()
+        return {"pages": rendered.pages, "failures": failures}
+
+
+class _RenderOnly(beam.DoFn):
+    def __init__(self, cfg: RenderConfig) -> None:
+        self._cfg = cfg
+
+    def setup(self) -> None:
+        from vlbeam.transforms.media.helper_process import HelperProcess
+        from vlbeam.transforms.split_pages import PageRenderer
+
+        self._helper = HelperProcess(self._cfg.max_memory_mb)
+        self._renderer = PageRenderer(self._cfg)
+
+    def teardown(self) -> None:
+        self._helper.close()
+
+    def process(self, task):
+        for page in self._renderer.pages(self._helper, task):
+            yield (
+                page if isinstance(page, PageImage) else beam.pvalue.TaggedOutput("failures", page)
+            )
+
+
 def beam_split(sources: list[SourceFile], cfg: RenderConfig) -> tuple[int, int]:
-    """The real `SplitPages` transform on FnApiRunner with a counting sink.
+    """The job's planning and page rendering on FnApiRunner with a counting sink.
 
     Returns (pages, failures)."""
     pipeline = beam.Pipeline(runner="FnApiRunner")
@@ -567,7 +608,7 @@ def memory_row(
         "pages_per_s": pages_per_s,
         "driver_after_imports_mib": mb(report["driver_after_imports_bytes"]),
         "driver_peak_mib": mb(report["driver_peak_bytes"]),
-        # in start order: the planner's helper (_PlanPages), then the renderer's
+        # in start order: the planner's helper (PlanWork), then the renderer's
         "helper_peaks_mib": [mb(helper_peaks[pid]) for pid in sorted(helper_peaks)],
         "tree_peak_mib": mb(max(tree, default=0)),
         "tree_growth_kib_per_page": growth_per_page(samples, pages_per_s),
