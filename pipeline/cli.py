@@ -9,6 +9,7 @@ import sys
 USAGE = """usage: vlbeam run --input GLOB [--input GLOB ...] --output DIR [--tasks ocr]
                   [--model ID_OR_PATH] [any Beam pipeline flag]
        vlbeam load duckdb DIR DB
+       vlbeam compact DIR [--table NAME] [--target-file-mb 256]
        vlbeam report DIR [--run RUN_ID] -o report.html
        vlbeam tiny-model DIR
 
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         for table, n in load_duckdb(rest[1], rest[2]).items():
             print(f"{table}: {n} rows")
         return 0
+    if command == "compact":
+        from vlbeam.pipeline.compact import main as compact_main
+
+        return compact_main(rest)
     if command == "report":
         from vlbeam.pipeline.report import main as report_main
 

@@ -1,16 +1,44 @@
-"""The run manifest, `DIR/_runs/<run_id>.json`: what ran, with which options and versions,
-what came out, and how it ended. Secrets are never in it (API keys are not options at all;
-the PDF password is masked)."""
+"""The run manifest, `DIR/_runs/<run_id>.json`: what ran (inputs and output as absolute URIs),
+with which options and versions, what came out, and how it ended.
+
+No secret is written to it:
+- an option whose name says it holds one (key, secret, password, token, credential,
+  connection string, auth, private, cookie, signature) is recorded as `***`, whatever flag
+  set it: Beam's `--s3_secret_access_key`, `--s3_access_key_id`, `--s3_session_token`,
+  `--azure_connection_string`, vlbeam's `--pdf-password`;
+- a flag no registered options class defines (a pass-through such as `--some_api_key`) is
+  recorded by name only, its value `***`;
+- inside the values kept, a URL's password and secret-named query parameters (`sig`, tokens),
+  the value of a `NAME=VALUE` item or a JSON key with a secret name are masked;
+- the values masked, and the variables named by `--api-key-env`/`--pdf-password-env` as set
+  here, are also blanked out of the one free text, the error message of a failed run.
+Booleans and numbers are kept (no secret is a flag switch; `--max-new-tokens` is a count).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import time
 from datetime import UTC, datetime
 from importlib import metadata
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from vlbeam.pipeline.output import write_manifest
+from vlbeam.schemas import SCHEMA_VERSION
 
-SECRET_OPTIONS = ("pdf_password",)
+MASK = "***"
+SECRET_NAME = re.compile(
+    r"key|secret|passw|passphrase|pwd|token|credential|connection_?str|auth|private|cookie"
+    r"|signature|^sig$",
+    re.IGNORECASE,
+)
+# names that match the pattern but hold no secret: a variable's name, a file's path, scopes
+NOT_SECRET = frozenset({"api_key_env", "pdf_password_env", "pdf_passwords_file",
+                        "gcp_oauth_scopes"})  # fmt: skip
+ENV_NAME_OPTIONS = ("api_key_env", "pdf_password_env")  # their variables' values are secrets
+MIN_REDACT = 4  # shorter values are not searched for in other strings (they'd hit anything)
 VERSIONED = ("vlbeam", "apache-beam", "pyarrow", "transformers", "torch", "av", "pypdfium2",
              "aiohttp")  # fmt: skip
 
@@ -25,10 +53,139 @@ def package_versions() -> dict[str, str | None]:
     return found
 
 
-def safe_options(options) -> dict:
-    """All pipeline options that differ from their defaults, secrets masked."""
+def absolute_uri(path: str) -> str:
+    """`gs://b/x` and other URIs as given (their password masked); a local path made absolute
+    (`~` expanded), so the manifest says what was read wherever it is read from."""
+    if "://" in path:
+        return _mask_url(path, set())
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _known_option_names() -> set[str]:
+    """Every option dest some registered `PipelineOptions` subclass defines."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    seen: dict[str, type] = {}
+    pending = list(PipelineOptions.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        if str(cls) not in seen:
+            seen[str(cls)] = cls
+            cls._add_argparse_args(parser)
+        pending.extend(cls.__subclasses__())
+    return {action.dest for action in parser._actions}
+
+
+def _is_secret_name(name: str) -> bool:
+    return name not in NOT_SECRET and bool(SECRET_NAME.search(name))
+
+
+def _mask_url(value: str, found: set[str]) -> str:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    netloc = parts.netloc
+    if parts.password:
+        found.add(parts.password)
+        netloc = netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_is_secret_name(k) for k, _ in pairs):
+            found.update(v for k, v in pairs if _is_secret_name(k))
+            query = urlencode([(k, MASK if _is_secret_name(k) else v) for k, v in pairs])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _mask_value(value, found: set[str]):
+    """Secrets inside a value that is not itself secret (see the module docstring)."""
+    if isinstance(value, list | tuple):
+        return [_mask_value(v, found) for v in value]
+    if isinstance(value, dict):
+        return {k: _mask_named(k, v, found) for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+    stripped = value.strip()
+    if stripped.startswith("{"):
+        try:
+            parsed = json.loads(stripped)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return json.dumps(_mask_value(parsed, found), sort_keys=True)
+    if "://" in value:
+        return _mask_url(value, found)
+    name, sep, rest = value.partition("=")
+    if sep and name and _is_secret_name(name.strip()):
+        found.add(rest)
+        return f"{name}={MASK}"
+    return value
+
+
+def _mask_named(name: str, value, found: set[str]):
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if _is_secret_name(name):
+        _collect(value, found)
+        return MASK
+    return _mask_value(value, found)
+
+
+def _collect(value, found: set[str]) -> None:
+    if isinstance(value, str):
+        found.add(value)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _collect(v, found)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect(v, found)
+
+
+def safe_options(options, found: set[str] | None = None) -> dict:
+    """The pipeline options that differ from their defaults, with every secret masked;
+    `found` collects the secret values (to blank them out elsewhere)."""
+    found = set() if found is None else found
     values = options.get_all_options(drop_default=True, retain_unknown_options=True)
-    return {k: ("***" if k in SECRET_OPTIONS and v else v) for k, v in sorted(values.items())}
+    known = _known_option_names()
+    safe = {}
+    for name, value in sorted(values.items()):
+        if name not in known and not isinstance(value, bool):
+            _collect(value, found)  # an unknown pass-through flag: recorded by name only
+            safe[name] = MASK
+        elif name == "input" and value:
+            safe[name] = [absolute_uri(v) for v in value]
+        elif name == "output" and value:
+            safe[name] = absolute_uri(value)
+        else:
+            safe[name] = _mask_named(name, value, found)
+    for name in ENV_NAME_OPTIONS:
+        env = values.get(name)
+        if env and os.environ.get(env):
+            found.add(os.environ[env])
+    return safe
+
+
+def redact(value, secrets: set[str]):
+    """`value` (any JSON-able structure) with every occurrence of a secret blanked out."""
+    secrets = sorted((s for s in secrets if len(s) >= MIN_REDACT), key=len, reverse=True)
+    if not secrets:
+        return value
+
+    def walk(v):
+        if isinstance(v, str):
+            for secret in secrets:
+                v = v.replace(secret, MASK)
+            return v
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        return v
+
+    return walk(value)
 
 
 class RunManifest:
@@ -36,12 +193,14 @@ class RunManifest:
         self.run_id = run_id
         self.started_at = datetime.now(UTC)
         self._started = time.monotonic()
+        self._secrets: set[str] = set()
         self._base = {
             "run_id": run_id,
-            "inputs": list(opts.input),
-            "output": opts.output,
-            "options": safe_options(options),
+            "inputs": [absolute_uri(p) for p in opts.input],
+            "output": absolute_uri(opts.output),
+            "options": safe_options(options, self._secrets),
             "versions": package_versions(),
+            "schema_version": SCHEMA_VERSION,
         }
 
     @property
@@ -56,6 +215,6 @@ class RunManifest:
             "finished_at": datetime.now(UTC).isoformat(),
             "wall_s": round(self.wall_s, 3),
             "counts": counts or {},
-            "error": error,
+            "error": redact(error, self._secrets),  # the only free text: it may quote a flag
         }
         return write_manifest(output, self.run_id, manifest)

@@ -22,10 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from vlbeam.transforms.write import writer_options
+
 logger = logging.getLogger(__name__)
 
 STAGING = "_staging"
 RUNS = "_runs"
+COMPACTIONS = "_compactions"
 PARTITION = "run"
 OUTPUT_MODES = ("overwrite", "append")
 
@@ -112,7 +115,7 @@ def _drop_other_runs(output: str, table: str, run_id: str) -> None:
 
 def _write_empty(path: str, schema: pa.Schema) -> None:
     buf = io.BytesIO()
-    pq.write_table(schema.empty_table(), buf, use_compliant_nested_type=True)
+    pq.write_table(schema.empty_table(), buf, **writer_options())
     with FileSystems.create(path) as handle:
         handle.write(buf.getvalue())
 

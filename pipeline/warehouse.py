@@ -27,7 +27,8 @@ def load_duckdb(output: str, database: str) -> dict[str, int]:
             if glob.glob(pattern):
                 con.execute(
                     f"CREATE OR REPLACE TABLE {table} AS SELECT * EXCLUDE (run) FROM "
-                    "read_parquet(?, hive_partitioning = true, union_by_name = true)",
+                    "read_parquet(?, hive_partitioning = true, union_by_name = true, "
+                    "hive_types = {'run': VARCHAR})",
                     [pattern],
                 )
             else:  # no run wrote this table yet: an empty table with the right types

@@ -2,6 +2,8 @@
 
 import pyarrow as pa
 
+from vlbeam.schemas.table_meta import table_metadata
+
 DOCUMENTS = pa.schema(
     [
         pa.field("doc_id", pa.string(), nullable=True),  # SHA-256 of the bytes; null if unreadable
@@ -16,5 +18,6 @@ DOCUMENTS = pa.schema(
         pa.field("backend", pa.string(), nullable=True),
         pa.field("prompt_id", pa.string(), nullable=True),
         pa.field("run_id", pa.string(), nullable=False),
-    ]
+    ],
+    metadata=table_metadata("documents"),
 )

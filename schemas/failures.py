@@ -2,6 +2,8 @@
 
 import pyarrow as pa
 
+from vlbeam.schemas.table_meta import table_metadata
+
 FAILURES = pa.schema(
     [
         pa.field("source_uri", pa.string(), nullable=False),
@@ -13,5 +15,6 @@ FAILURES = pa.schema(
         pa.field("error_type", pa.string(), nullable=False),
         pa.field("message", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
-    ]
+    ],
+    metadata=table_metadata("failures"),
 )

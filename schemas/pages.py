@@ -3,6 +3,7 @@
 import pyarrow as pa
 
 from vlbeam.schemas.model_call import MODEL_CALL_FIELDS
+from vlbeam.schemas.table_meta import table_metadata
 
 PAGES = pa.schema(
     [
@@ -18,5 +19,6 @@ PAGES = pa.schema(
         pa.field("prompt_id", pa.string(), nullable=False),
         *MODEL_CALL_FIELDS,
         pa.field("run_id", pa.string(), nullable=False),
-    ]
+    ],
+    metadata=table_metadata("pages"),
 )

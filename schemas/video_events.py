@@ -2,6 +2,8 @@
 
 import pyarrow as pa
 
+from vlbeam.schemas.table_meta import list_of, table_metadata
+
 VIDEO_EVENTS = pa.schema(
     [
         pa.field("doc_id", pa.string(), nullable=False),
@@ -10,9 +12,10 @@ VIDEO_EVENTS = pa.schema(
         pa.field("start_s", pa.float64(), nullable=False),
         pa.field("end_s", pa.float64(), nullable=False),
         pa.field("description", pa.string(), nullable=True),
-        pa.field("window_indexes", pa.list_(pa.int32()), nullable=False),
+        pa.field("window_indexes", list_of(pa.int32()), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("prompt_id", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
-    ]
+    ],
+    metadata=table_metadata("video_events"),
 )

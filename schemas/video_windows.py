@@ -3,6 +3,7 @@
 import pyarrow as pa
 
 from vlbeam.schemas.model_call import MODEL_CALL_FIELDS
+from vlbeam.schemas.table_meta import list_of, table_metadata
 
 VIDEO_WINDOWS = pa.schema(
     [
@@ -11,7 +12,7 @@ VIDEO_WINDOWS = pa.schema(
         pa.field("window_index", pa.int32(), nullable=False),
         pa.field("start_s", pa.float64(), nullable=False),
         pa.field("end_s", pa.float64(), nullable=False),
-        pa.field("frame_times_s", pa.list_(pa.float64()), nullable=False),
+        pa.field("frame_times_s", list_of(pa.float64()), nullable=False),  # every frame has one
         pa.field("num_frames", pa.int32(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("backend", pa.string(), nullable=False),
@@ -19,5 +20,6 @@ VIDEO_WINDOWS = pa.schema(
         pa.field("raw_output", pa.string(), nullable=True),
         *MODEL_CALL_FIELDS,
         pa.field("run_id", pa.string(), nullable=False),
-    ]
+    ],
+    metadata=table_metadata("video_windows"),
 )

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlbeam.pipeline.output import STAGING, partition_dir, publish, staging_dir
-from vlbeam.schemas import FAILURES, PAGES, TABLES
+from vlbeam.schemas import FAILURES, PAGES, SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
 
 RUN_ID = "20261122T083000Z-abc123"
 
@@ -149,3 +149,14 @@ def test_publish_twice_is_idempotent_for_empty_tables(tmp_path: Path) -> None:
     for name in TABLES:
         assert _listing(_part(out, name)) == ["part-empty.parquet"]
     assert not (out / STAGING).exists()
+
+
+def test_empty_tables_are_written_like_every_other_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    publish(str(out), RUN_ID, TABLES)
+    for name in TABLES:
+        meta = pq.ParquetFile(_part(out, name) / "part-empty.parquet").metadata
+        assert meta.metadata[VERSION_KEY.encode()] == SCHEMA_VERSION.encode()
+        assert meta.metadata[TABLE_KEY.encode()] == name.encode()
+        schema = pq.read_schema(_part(out, name) / "part-empty.parquet")
+        assert schema.equals(TABLES[name], check_metadata=True), name

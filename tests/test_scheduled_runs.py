@@ -11,7 +11,9 @@ import pytest
 
 from tests.pipeline_helpers import SAMPLES_GLOB, echo_inference, fake_handler, read_table, run_job
 from tests.video_fixtures import constant_rate, write_video
+from vlbeam.pipeline.compact import compact
 from vlbeam.pipeline.warehouse import load_duckdb
+from vlbeam.schemas import SCHEMA_VERSION
 from vlbeam.schemas.elements import VLResult
 
 SAMPLES = Path(SAMPLES_GLOB).parent
@@ -96,17 +98,29 @@ def test_overwrite_mode_keeps_only_the_latest_run(tmp_path):
         assert partitions(out, table) == ["run=r2"], table
 
 
-def test_run_manifest_records_options_versions_counts_without_secrets(tmp_path):
-    out = tmp_path / "out"
-    run_job([SAMPLES_GLOB], out, "--run-id=m1", "--pdf-password=hunter2-secret",
-            handler=fake_handler())  # fmt: skip
-    text = (out / "_runs" / "m1.json").read_text()
+def test_run_manifest_records_options_versions_counts_without_secrets(tmp_path, monkeypatch):
+    shutil.copytree(SAMPLES, tmp_path / "in")
+    monkeypatch.chdir(tmp_path)  # relative --input and --output, as typed
+    secrets = {
+        "--pdf-password": "hunter2-secret",
+        "--s3_secret_access_key": "s3-secret-value",
+        "--s3_access_key_id": "AKIA-key-id-value",
+        "--azure_connection_string": "AccountName=a;AccountKey=azure-key-value",
+        "--some_api_key": "unknown-flag-value",
+    }
+    flags = [f"{flag}={value}" for flag, value in secrets.items()]
+    run_job(["in/*.pdf"], Path("out"), "--run-id=m1", *flags, handler=fake_handler())
+    text = (tmp_path / "out" / "_runs" / "m1.json").read_text()
     manifest = json.loads(text)
     assert manifest["status"] == "succeeded" and manifest["run_id"] == "m1"
     assert manifest["counts"]["pages_ok"] == 2 and manifest["counts"]["documents"] == 2
     assert manifest["versions"]["apache-beam"] and manifest["versions"]["vlbeam"]
-    assert manifest["options"]["pdf_password"] == "***"
-    assert "hunter2-secret" not in text
+    assert manifest["inputs"] == [str(tmp_path / "in" / "*.pdf")]
+    assert manifest["output"] == str(tmp_path / "out")
+    for flag, value in secrets.items():
+        assert manifest["options"][flag.lstrip("-").replace("-", "_")] == "***"
+        assert value not in text
+    assert manifest["schema_version"] == SCHEMA_VERSION
     assert manifest["started_at"] <= manifest["finished_at"]
 
 
@@ -182,3 +196,37 @@ def test_lists_are_written_as_compliant_parquet_lists(tmp_path):
     schema = str(pq.ParquetFile(path).schema)
     assert "repeated group field_id=-1 list" in schema
     assert " element;" in schema and " item;" not in schema
+
+
+def test_compacting_nightly_runs_keeps_every_row_and_skip_existing(tmp_path):
+    """Three nightly append runs, compacted: the same rows, DuckDB loads the same counts, and
+    the next night's --skip-existing still knows what was done."""
+    src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "calls.log"
+    src.mkdir()
+    for night, name in enumerate(["born_digital.pdf", "scanned_page.pdf", None], start=1):
+        if name:
+            shutil.copy(SAMPLES / name, src / name)
+        run_job([f"{src}/*"], out, "--skip-existing", f"--run-id=night{night}",
+                handler=fake_handler())  # fmt: skip
+    tables = ("documents", "pages", "failures", "video_windows", "video_events")
+
+    def rows(table):  # as readers see them, less the partition (where a row is stored)
+        return sorted(
+            repr({k: v for k, v in r.items() if k != "run"}) for r in read_table(out, table)
+        )
+
+    before = {t: rows(t) for t in tables}
+    counts = load_duckdb(str(out), str(tmp_path / "before.duckdb"))
+    assert len(list((out / "documents").iterdir())) == 3
+
+    results = compact(str(out))
+
+    assert results["documents"].files_before == 3 and results["documents"].files_after == 1
+    for t in tables:
+        assert rows(t) == before[t], t
+        assert len(list((out / t).glob("run=*/*.parquet"))) == 1, t
+    assert load_duckdb(str(out), str(tmp_path / "after.duckdb")) == counts
+    run_job([f"{src}/*"], out, "--skip-existing", "--run-id=night4",
+            handler=fake_handler(logging_inference(log)))  # fmt: skip
+    assert calls(log) == 0  # both files were done before the compaction
+    assert partitions(out, "documents")[-1] == "run=night4"

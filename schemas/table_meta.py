@@ -1,0 +1,24 @@
+"""What every Parquet file of every table says about itself (its footer's key-value metadata).
+
+`vlbeam.schema_version` changes whenever a column is added, removed, renamed or retyped in
+any table, so a reader can tell which layout a file has without guessing from its columns.
+Version 1 is the unversioned layout written before this key existed (nullable list elements).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "2"
+VERSION_KEY = "vlbeam.schema_version"
+TABLE_KEY = "vlbeam.table"
+
+
+def table_metadata(table: str) -> dict[str, str]:
+    return {VERSION_KEY: SCHEMA_VERSION, TABLE_KEY: table}
+
+
+def list_of(value_type: pa.DataType) -> pa.ListType:
+    """A list whose elements are never null (Parquet `required` element; Spark
+    `containsNull = false`), the element named `element` as the Parquet LIST spec has it."""
+    return pa.list_(pa.field("element", value_type, nullable=False))

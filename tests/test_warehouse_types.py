@@ -1,0 +1,149 @@
+"""Every table as engines read it: pyarrow.dataset with Hive partitioning and DuckDB see exactly
+the declared column types (the `run` partition a string); every file is zstd-compressed,
+carries the schema version, and declares list elements required."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, run_job
+from tests.video_fixtures import constant_rate, write_video
+from vlbeam.schemas import SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
+from vlbeam.schemas.elements import VLResult
+
+SAMPLES = Path(SAMPLES_GLOB).parent
+
+# What DuckDB reports for each column (information_schema data_type), written out rather
+# than derived, so a schema change shows up here and in the README's type table.
+DUCKDB_TYPES = {
+    "documents": {
+        "doc_id": "VARCHAR", "source_uri": "VARCHAR", "kind": "VARCHAR",
+        "size_bytes": "BIGINT", "status": "VARCHAR", "num_pages": "INTEGER",
+        "duration_s": "DOUBLE", "num_failures": "INTEGER", "model": "VARCHAR",
+        "backend": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
+    },
+    "pages": {
+        "doc_id": "VARCHAR", "source_uri": "VARCHAR", "page_number": "INTEGER",
+        "width_px": "INTEGER", "height_px": "INTEGER", "text": "VARCHAR",
+        "text_layer": "VARCHAR", "model": "VARCHAR", "backend": "VARCHAR",
+        "prompt_id": "VARCHAR", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
+        "finish_reason": "VARCHAR", "latency_s": "DOUBLE", "provider": "VARCHAR",
+        "served_model": "VARCHAR", "request_id": "VARCHAR", "reasoning": "VARCHAR",
+        "cost_usd": "DOUBLE", "run_id": "VARCHAR",
+    },
+    "video_windows": {
+        "doc_id": "VARCHAR", "source_uri": "VARCHAR", "window_index": "INTEGER",
+        "start_s": "DOUBLE", "end_s": "DOUBLE", "frame_times_s": "DOUBLE[]",
+        "num_frames": "INTEGER", "model": "VARCHAR", "backend": "VARCHAR",
+        "prompt_id": "VARCHAR", "raw_output": "VARCHAR", "input_tokens": "INTEGER",
+        "output_tokens": "INTEGER", "finish_reason": "VARCHAR", "latency_s": "DOUBLE",
+        "provider": "VARCHAR", "served_model": "VARCHAR", "request_id": "VARCHAR",
+        "reasoning": "VARCHAR", "cost_usd": "DOUBLE", "run_id": "VARCHAR",
+    },
+    "video_events": {
+        "doc_id": "VARCHAR", "source_uri": "VARCHAR", "query": "VARCHAR",
+        "start_s": "DOUBLE", "end_s": "DOUBLE", "description": "VARCHAR",
+        "window_indexes": "INTEGER[]", "model": "VARCHAR", "prompt_id": "VARCHAR",
+        "run_id": "VARCHAR",
+    },
+    "failures": {
+        "source_uri": "VARCHAR", "doc_id": "VARCHAR", "stage": "VARCHAR", "unit": "INTEGER",
+        "error_type": "VARCHAR", "message": "VARCHAR", "run_id": "VARCHAR",
+    },
+}  # fmt: skip
+
+RUN_IDS = ("nightly-20261201", None)  # an explicit id with a date in it, and the default
+
+
+def answers(model, batch, cfg):
+    return [
+        VLResult(
+            text='[{"start": 1.0, "end": 2.5, "description": "a door opens"}]'
+            if r.frame_times_s
+            else "# Page",
+            input_tokens=5,
+            output_tokens=2,
+            finish_reason="stop",
+            latency_s=0.1,
+        )
+        for r in batch
+    ]
+
+
+@pytest.fixture(scope="module")
+def output(tmp_path_factory) -> Path:
+    """Two runs side by side, every table with rows: a PDF, a video, a file that fails."""
+    src = tmp_path_factory.mktemp("in")
+    out = tmp_path_factory.mktemp("out") / "out"
+    shutil.copy(SAMPLES / "born_digital.pdf", src / "a.pdf")
+    write_video(src / "clip.mp4", constant_rate(6, 10), None)
+    (src / "notes.txt").write_text("not a document\n")
+    for run_id in RUN_IDS:
+        extra = ["--output-mode=append", "--query=a door opens"]
+        extra += [f"--run-id={run_id}"] if run_id else []
+        run_job([f"{src}/*"], out, *extra, handler=fake_handler(answers))
+    return out
+
+
+def test_every_table_has_rows_in_both_runs(output: Path) -> None:
+    for table in TABLES:
+        runs = sorted(p.name for p in (output / table).iterdir())
+        assert len(runs) == 2, (table, runs)
+        assert "run=nightly-20261201" in runs
+        assert ds.dataset(output / table, partitioning="hive").count_rows() >= 2, table
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_pyarrow_dataset_reads_exactly_the_declared_types(output: Path, table: str) -> None:
+    dataset = ds.dataset(output / table, format="parquet", partitioning="hive")
+    expected = TABLES[table].append(pa.field("run", pa.string()))
+    got = dataset.schema
+    assert got.names == expected.names
+    for want in expected:
+        have = got.field(want.name)
+        assert have.type == want.type, (want.name, have.type, want.type)
+        assert have.nullable == want.nullable, want.name
+        if pa.types.is_list(want.type):  # Spark: containsNull = false
+            assert have.type.value_field.nullable is False, want.name
+            assert have.type.value_field.name == "element"
+    rows = dataset.to_table()
+    assert set(rows.column("run").to_pylist()) == set(rows.column("run_id").to_pylist())
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_duckdb_reads_exactly_the_declared_types(output: Path, table: str) -> None:
+    pattern = str(output / table / "run=*" / "*.parquet").replace("'", "''")
+    scan = f"read_parquet('{pattern}', hive_partitioning = true)"
+    with duckdb.connect() as con:
+        types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+        runs = con.execute(f"SELECT DISTINCT run = run_id FROM {scan}").fetchall()
+    assert types == {**DUCKDB_TYPES[table], "run": "VARCHAR"}
+    assert runs == [(True,)]
+
+
+def test_every_file_is_zstd_versioned_with_required_list_elements(output: Path) -> None:
+    files = sorted(output.glob("*/run=*/*.parquet"))
+    assert {f.parent.parent.name for f in files} == set(TABLES)
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        meta = parquet.metadata
+        assert meta.metadata[VERSION_KEY.encode()] == SCHEMA_VERSION.encode(), path
+        assert meta.metadata[TABLE_KEY.encode()] == path.parent.parent.name.encode()
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                assert meta.row_group(g).column(c).compression == "ZSTD", (path, c)
+        text = re.sub(r"field_id=-?\d+ ", "", str(parquet.schema))
+        assert " element;" in text or "(List)" not in text
+        assert "optional double element;" not in text and "optional int32 element;" not in text
+        if path.parent.parent.name == "video_windows":
+            assert "required double element;" in text
+        if path.parent.parent.name == "video_events":
+            assert "required int32 element;" in text
