@@ -22,14 +22,16 @@ from vlbeam.schemas.config import (
     RenderConfig,
 )
 from vlbeam.schemas.run_ids import check_run_id
+from vlbeam.transforms.backends.managed_server import ServerSpec, size_model_len
 from vlbeam.transforms.backends.openai_protocol import (
     PRESETS,
     STYLES,
     ApiConfig,
     api_config_from_preset,
 )
+from vlbeam.transforms.backends.tiny_model import TINY_RANDOM, ensure_tiny_model
 from vlbeam.transforms.media.pdf_passwords import check_password_sources
-from vlbeam.transforms.media.video_decode import SamplingConfig
+from vlbeam.transforms.media.video_decode import SAMPLING_MODES, SamplingConfig
 from vlbeam.transforms.split_video import VideoConfig
 
 logger = logging.getLogger(__name__)
@@ -105,8 +107,9 @@ class VlbeamOptions(PipelineOptions):
             parser,
             "backend",
             default="transformers",
-            choices=["transformers", "openai"],
-            help="inference backend: local transformers, or an OpenAI-compatible HTTP API",
+            choices=["transformers", "openai", "vllm", "sglang"],
+            help="inference backend: local transformers, an OpenAI-compatible HTTP API, or a "
+            "vLLM/SGLang server that each worker starts and manages",
         )
         _flag(parser, "device", default=m.device, choices=DEVICES)
         _flag(parser, "dtype", default=m.dtype, choices=DTYPES)
@@ -249,10 +252,77 @@ class VlbeamOptions(PipelineOptions):
         _flag(parser, "max_pixels_per_frame", type=int, default=vs.max_pixels)
         _flag(
             parser,
+            "sampling",
+            default=vs.mode,
+            choices=SAMPLING_MODES,
+            help="frames: the first frame at or after each instant, every 1/fps; keyframes: the "
+            "first keyframe at or after each instant, decoding keyframes only (a cheap pass over "
+            "very long videos: spacing is the file's keyframe interval, --fps an upper bound)",
+        )
+        _flag(
+            parser,
             "decode_timeout_s",
             type=float,
             default=v.timeout_s,
             help="time bound for probing a video or decoding one window",
+        )
+        # managed inference servers (--backend vllm|sglang)
+        _flag(
+            parser,
+            "server_python",
+            default=None,
+            help="vllm/sglang: an interpreter with vLLM or SGLang installed (default: the vllm "
+            "or sglang on PATH)",
+        )
+        _flag(
+            parser,
+            "server_command",
+            default=None,
+            help="vllm/sglang: replace the whole server command; {model}, {host}, {port} and "
+            "{python} are filled in (any OpenAI-compatible server)",
+        )
+        _flag(
+            parser,
+            "server_arg",
+            action="append",
+            default=None,
+            help="vllm/sglang: an extra argument for the server command; repeatable",
+        )
+        _flag(
+            parser,
+            "tensor_parallel_size",
+            type=int,
+            default=1,
+            help="vllm/sglang: GPUs per server (default 1: one server per GPU, data parallel)",
+        )
+        _flag(
+            parser,
+            "server_start_timeout_s",
+            type=float,
+            default=1200.0,
+            help="vllm/sglang: how long a server may take to load and answer /v1/models",
+        )
+        _flag(
+            parser,
+            "max_server_restarts",
+            type=int,
+            default=3,
+            help="vllm/sglang: restarts of a server that died before the worker gives up",
+        )
+        _flag(
+            parser,
+            "server_max_model_len",
+            type=int,
+            default=None,
+            help="vllm/sglang: context length (default: sized for a page, or for a video "
+            "window at --max-frames-per-window when grounding)",
+        )
+        _flag(
+            parser,
+            "gpu_memory_utilization",
+            type=float,
+            default=0.9,
+            help="vllm/sglang: share of GPU memory the server may take",
         )
         # HTTP API backend (--backend openai)
         _flag(
@@ -394,6 +464,52 @@ def api_config(opts: VlbeamOptions) -> ApiConfig:
     )
 
 
+def resolve_model_path(model: str) -> str:
+    return str(ensure_tiny_model()) if model == TINY_RANDOM else model
+
+
+def server_spec(opts: VlbeamOptions) -> ServerSpec:
+    """The managed server of `--backend vllm|sglang`, with OCR-suited defaults."""
+    frames = opts.max_frames_per_window if "grounding" in parse_tasks(opts.tasks) else 0
+    max_len = opts.server_max_model_len or size_model_len(
+        max_page_pixels=opts.max_page_pixels,
+        max_new_tokens=opts.max_new_tokens,
+        frames_per_window=frames,
+        pixels_per_frame=opts.max_pixels_per_frame,
+    )
+    return ServerSpec(
+        kind=opts.backend,
+        model=resolve_model_path(opts.model),
+        server_python=opts.server_python,
+        command_template=opts.server_command,
+        extra_args=tuple(opts.server_arg or ()),
+        tensor_parallel_size=opts.tensor_parallel_size,
+        max_model_len=max_len,
+        images_per_prompt=max(1, frames),
+        gpu_memory_utilization=opts.gpu_memory_utilization,
+        start_timeout_s=opts.server_start_timeout_s,
+        max_restarts=opts.max_server_restarts,
+    )
+
+
+def server_api_config(opts: VlbeamOptions) -> ApiConfig:
+    """How the engine talks to a managed server (its URL is known only once it runs)."""
+    return api_config_from_preset(
+        "openai",
+        base_url="http://127.0.0.1/v1",  # replaced by each server's own base URL
+        model=opts.model,
+        api_key_env="",
+        max_tokens=opts.max_new_tokens,
+        temperature=opts.temperature,
+        top_p=opts.top_p,
+        seed=opts.seed,
+        stream=opts.stream,
+        max_concurrency=opts.max_concurrency,
+        timeout_s=opts.request_timeout_s,
+        max_attempts=opts.max_attempts,
+    )
+
+
 def video_config(opts: VlbeamOptions) -> VideoConfig:
     return VideoConfig(
         window_s=opts.window_seconds,
@@ -402,6 +518,7 @@ def video_config(opts: VlbeamOptions) -> VideoConfig:
             fps=opts.fps,
             max_frames=opts.max_frames_per_window,
             max_pixels=opts.max_pixels_per_frame,
+            mode=opts.sampling,
         ),
         timeout_s=opts.decode_timeout_s,
         max_memory_mb=opts.render_memory_mb,

@@ -16,6 +16,8 @@ from vlbeam.pipeline.options import (
     model_config,
     parse_tasks,
     render_config,
+    server_api_config,
+    server_spec,
     video_config,
 )
 from vlbeam.pipeline.output import join, publish, staging_dir, table_glob
@@ -143,6 +145,17 @@ def make_backend(opts: VlbeamOptions) -> InferenceBackend:
         if not opts.no_preflight:
             preflight(cfg)
         return OpenAIApiHandler(cfg)
+    if opts.backend in ("vllm", "sglang"):
+        from vlbeam.transforms.backends.managed_handler import ManagedServerHandler
+
+        if opts.max_batch_size is not None:
+            raise ValueError(
+                f"--max-batch-size sets the batch of a local model; a {opts.backend} server "
+                "batches continuously: bound it with --max-concurrency"
+            )
+        return ManagedServerHandler(
+            opts.backend, server_spec(opts), server_api_config(opts), opts.model
+        )
     from vlbeam.transforms.backends.qwen_transformers import (
         TransformersQwenHandler,
         check_model_available,

@@ -5,8 +5,9 @@ process), and every page or window is submitted to the worker process's engine a
 exists. Results are emitted as they complete. The number of requests outstanding is bounded by
 the engine's `capacity`, so the helper renders ahead of the model by at most that much (a
 bounded prefetch that overlaps rendering with inference) and memory stays flat however long
-the input. One engine per worker process (Beam `Shared`), whatever the number of DoFn
-instances or threads: the model or the connection pool loads once.
+the input. One engine per worker process, whatever the number of DoFn instances or threads:
+the model, the connection pool or the managed server loads once, and is closed when the last
+instance is torn down.
 
 Output: (PageRef | WindowRef, VLResult) for results that came back, and `failures` (stage
 `render`, `decode` or `inference`).
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.shared import Shared
 
 from vlbeam.schemas.config import Prompt, RenderConfig
 from vlbeam.schemas.elements import Failure, PageImage, PageRange, VideoWindow
@@ -34,6 +36,38 @@ from vlbeam.transforms.split_pages import PageRenderer
 from vlbeam.transforms.split_video import VideoConfig, WindowSampler
 
 logger = logging.getLogger(__name__)
+
+
+_ENGINES: dict[str, list] = {}  # this process's engines: key -> [engine, users]
+_ENGINES_LOCK = threading.Lock()
+
+
+def acquire_engine(key: str, create: Callable[[], Engine]) -> tuple[Engine, bool]:
+    """This process's engine for `key`, created on first use: (engine, created here).
+
+    Like Beam's `Shared`, plus a count of users, so the last one to leave closes the engine
+    (stops a managed server, frees a model) at teardown instead of at process exit."""
+    with _ENGINES_LOCK:
+        held = _ENGINES.get(key)
+        if held is None:
+            held = _ENGINES[key] = [create(), 0]
+            created = True
+        else:
+            created = False
+        held[1] += 1
+        return held[0], created
+
+
+def release_engine(key: str) -> None:
+    with _ENGINES_LOCK:
+        held = _ENGINES.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] > 0:
+            return
+        del _ENGINES[key]
+    held[0].close()
 
 
 class _InferUnits(HelperDoFn):
@@ -49,7 +83,7 @@ class _InferUnits(HelperDoFn):
         self._backend = backend
         self._render, self._video = render, video
         self._ocr_prompt, self._grounding_prompt = ocr_prompt, grounding_prompt
-        self._shared = Shared()  # one engine per worker process, across instances and threads
+        self._key = uuid.uuid4().hex  # pickled along: every instance in a process shares it
         self._engine: Engine | None = None
         self._pending: dict[concurrent.futures.Future, object] = {}
         self._loaded_here = False
@@ -58,16 +92,19 @@ class _InferUnits(HelperDoFn):
         super().setup()
         self._pages = PageRenderer(self._render)
         self._windows = WindowSampler(self._video)
-        created = []
 
         def create() -> Engine:
-            created.append(True)
             logger.info("loading %s engine for %s", self._backend.backend, self._backend.model_name)
             return self._backend.create_engine()
 
-        self._engine = self._shared.acquire(create)
-        self._loaded_here = bool(created)
+        self._engine, self._loaded_here = acquire_engine(self._key, create)
         self._pending = {}
+
+    def teardown(self) -> None:
+        if self._engine is not None:
+            self._engine = None
+            release_engine(self._key)
+        super().teardown()
 
     def _requests(self, unit) -> Iterator[tuple[object, object] | Failure]:
         if isinstance(unit, PageRange):

@@ -889,6 +889,15 @@ def shared_servers(spec: ServerSpec, gpu_ids: Iterable[str] | None = None) -> li
     return servers
 
 
+def discard_server(server: ManagedServer) -> None:
+    """Stop one server and forget it: the next `shared_server` for its spec starts anew."""
+    with _REGISTRY_LOCK:
+        for spec, known in list(_REGISTRY.items()):
+            if known is server:
+                del _REGISTRY[spec]
+    server.stop()
+
+
 def stop_all() -> None:
     """Stop every server this process started (registered with atexit)."""
     for server in list(_LIVE):

@@ -51,9 +51,15 @@ class RunAborted(BaseException):
 
 
 class _Retry(Exception):
-    def __init__(self, message: str, status: int | None = None, after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        after: float | None = None,
+        connection: bool = False,
+    ):
         super().__init__(message)
-        self.status, self.after = status, after
+        self.status, self.after, self.connection = status, after, connection
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -117,10 +123,14 @@ class _RateLimiter:
 class ApiEngine:
     """Per-process client: a background event loop thread with one aiohttp session."""
 
-    def __init__(self, cfg: ApiConfig, *, seed: int | None = None) -> None:
+    def __init__(self, cfg: ApiConfig, *, seed: int | None = None, server=None) -> None:
+        """`server`: a managed inference server (`ManagedServer`) behind `cfg.base_url`. A
+        connection error then asks it to restart if it died, and a request retried because
+        of a restart doesn't use up one of its `max_attempts`."""
         import aiohttp
 
         self.cfg = cfg
+        self._server = server
         self._key = read_api_key(cfg)
         self._rng = random.Random(seed)
         self._loop = asyncio.new_event_loop()
@@ -238,12 +248,15 @@ class ApiEngine:
 
     async def _send(self, body: dict, *, stream: bool) -> ApiAnswer:
         last: _Retry | None = None
-        for attempt in range(1, self.cfg.max_attempts + 1):
-            if attempt > 1:
+        attempt, restarted = 0, False
+        while attempt < self.cfg.max_attempts:
+            attempt += 1
+            if attempt > 1 and not restarted:
                 delay = backoff_delay(attempt - 1, self.cfg, self._rng)
                 if last is not None and last.after is not None:
                     delay = max(delay, min(last.after, self.cfg.backoff_max_s))
                 await asyncio.sleep(delay)
+            restarts = self._server.restarts if self._server is not None else 0
             try:
                 async with self._semaphore:
                     await self._limiter.wait()
@@ -251,10 +264,28 @@ class ApiEngine:
             except _Retry as exc:
                 last = exc
                 logger.debug("attempt %d failed: %s", attempt, exc)
+                restarted = exc.connection and await self._server_came_back(restarts)
+                if restarted:
+                    attempt -= 1  # the server died under this request: it doesn't count
         assert last is not None
         raise ApiError(
             f"gave up after {self.cfg.max_attempts} attempts: {last}", status=last.status
         )
+
+    async def _server_came_back(self, restarts_before: int) -> bool:
+        """After a connection error: have the managed server restarted if it died (blocking,
+        so off the event loop). True when it was restarted since the failed attempt began."""
+        if self._server is None:
+            return False
+        try:
+            base_url = await asyncio.get_running_loop().run_in_executor(
+                None, self._server.ensure_running
+            )
+        except Exception as exc:  # restarts exhausted, or it won't come up: fail the request
+            raise ApiError(self._clean(f"inference server unavailable: {exc}")) from None
+        if base_url.rstrip("/") != self.cfg.base_url.rstrip("/"):
+            self.cfg = dataclasses.replace(self.cfg, base_url=base_url)
+        return self._server.restarts > restarts_before
 
     async def _attempt(self, body: dict, stream: bool) -> ApiAnswer:
         import aiohttp
@@ -294,8 +325,10 @@ class ApiEngine:
         except (_Retry, ApiError):
             raise
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-            kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else "connection error"
-            raise _Retry(self._clean(f"{kind}: {type(exc).__name__}: {exc}")) from None
+            timed_out = isinstance(exc, asyncio.TimeoutError)
+            kind = "timed out" if timed_out else "connection error"
+            message = self._clean(f"{kind}: {type(exc).__name__}: {exc}")
+            raise _Retry(message, connection=not timed_out) from None
         except ValueError as exc:  # malformed JSON, a broken stream chunk
             raise _Retry(self._clean(f"malformed response: {exc}")) from None
 
