@@ -287,11 +287,6 @@ def test_no_password_reaches_options_pickles_tables_logs_or_manifest(secret_run)
     assert _leaks(secret_run["logs"]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the worker to resolve passwords per file: the call-site change in "
-    "transforms/split_pages.py described in pdf_passwords.py's module docstring",
-)
 def test_encrypted_corpus_pdfs_open_with_file_and_env_passwords(secret_run) -> None:
     out = secret_run["out"]
     docs = {

@@ -25,6 +25,7 @@ from vlbeam.schemas.elements import (
 )
 from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.media.helper_process import HelperProcess
+from vlbeam.transforms.media.pdf_passwords import pdf_password, with_pdf_password
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def plan_pages(
     if source.kind == "image":
         num_pages = 1
     else:  # each document is planned once: no need to keep its bytes
-        num_pages = helper.count_pages(source.doc_id, read_bytes(source.uri), cfg.password)
+        password = pdf_password(cfg, source.uri, source.doc_id)  # never in the options
+        num_pages = helper.count_pages(source.doc_id, read_bytes(source.uri), password)
     return DocumentFacts(source.uri, num_pages=num_pages), page_ranges(
         source, num_pages, cfg.pages_per_task
     )
@@ -80,9 +82,10 @@ class PageRenderer:
             for page in task.page_numbers:
                 yield _render_failure(exc, source, page)
             return
+        cfg = with_pdf_password(self._cfg, source.uri, source.doc_id)
         for page in task.page_numbers:
             try:
-                rendered = helper.render(source.doc_id, data, source.kind, page, self._cfg)
+                rendered = helper.render(source.doc_id, data, source.kind, page, cfg)
             except Exception as exc:
                 yield _render_failure(exc, source, page)
                 continue
