@@ -161,13 +161,16 @@ def write(table: pa.Table, path: str, codec: str, level, row_group_size=None) ->
         writer.write_table(table, row_group_size=row_group_size)
 
 
-def timed(fn, rounds: int) -> float:
-    times = []
+def timed(fn, rounds: int) -> tuple[float, float]:
+    """Median CPU seconds (this process, every thread: what the work costs, whatever else the
+    machine runs) and median wall seconds."""
+    cpu, wall = [], []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start_cpu, start_wall = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        cpu.append(time.process_time() - start_cpu)
+        wall.append(time.perf_counter() - start_wall)
+    return statistics.median(cpu), statistics.median(wall)
 
 
 def measure(
@@ -176,29 +179,30 @@ def measure(
     import duckdb
 
     path = os.path.join(folder, f"{label.replace(' ', '_')}-{row_group_size}.parquet")
-    write_s = timed(lambda: write(table, path, codec, level, row_group_size), rounds)
+    found = {}
+    found["write"] = timed(lambda: write(table, path, codec, level, row_group_size), rounds)
     meta = pq.ParquetFile(path).metadata
-    read_s = timed(lambda: pq.read_table(path), rounds)
-    text_s = timed(lambda: pq.read_table(path, columns=["text"]), rounds)
-    narrow_s = timed(lambda: pq.read_table(path, columns=["doc_id", "page_number"]), rounds)
+    found["read_all"] = timed(lambda: pq.read_table(path), rounds)
+    found["read_text"] = timed(lambda: pq.read_table(path, columns=["text"]), rounds)
+    found["read_narrow"] = timed(
+        lambda: pq.read_table(path, columns=["doc_id", "page_number"]), rounds
+    )
     con = duckdb.connect()
-    duck_s = timed(
+    found["duckdb_text"] = timed(
         lambda: con.execute("SELECT sum(length(text)) FROM read_parquet(?)", [path]).fetchone(),
         rounds,
     )
     con.close()
-    return {
+    result = {
         "codec": label,
         "row_group_size": row_group_size or table.num_rows,
         "row_groups": meta.num_row_groups,
         "bytes": os.path.getsize(path),
         "footer_bytes": meta.serialized_size,
-        "write_s": write_s,
-        "read_all_s": read_s,
-        "read_text_s": text_s,
-        "read_narrow_s": narrow_s,
-        "duckdb_text_s": duck_s,
     }
+    for name, (cpu, wall) in found.items():
+        result[f"{name}_s"], result[f"{name}_wall_s"] = cpu, wall
+    return result
 
 
 def small_file(table: pa.Table, label: str, codec: str, level) -> dict:
@@ -237,6 +241,7 @@ def main(argv=None) -> int:
         for label, codec, level in CODECS:
             results.append(measure(table, folder, label, codec, level, args.rounds))
         base = results[0]
+        print("\ntimes: median CPU seconds of this process, all threads (wall times in the JSON)")
         print(
             f"\n{'codec':10} {'MiB':>7} {'x none':>7} {'write s':>8} {'read s':>7} "
             f"{'text s':>7} {'narrow s':>8} {'duckdb s':>8}"

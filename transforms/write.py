@@ -2,7 +2,7 @@
 
 - Compression: zstd at pyarrow's default level (1), on every column chunk. On a 10,000-row
   `pages` table of real-text pages it was 2.1x smaller than uncompressed and 1.4x smaller than
-  snappy, and wrote and read at least as fast as snappy (`bench/bench_parquet.py`, README).
+  snappy, at snappy's write cost and faster pyarrow reads (`bench/bench_parquet.py`, README).
 - Row groups: up to 64 MiB of Arrow data each (Beam's buffer, also what `vlbeam compact`
   aims for): one row group per file for a typical run, and large enough for engines to skip
   by statistics without per-group overhead on big compacted files.
