@@ -40,8 +40,9 @@ IDS = [Path(case[0]).stem for case in CASES]
 
 
 def presentation_times(path: Path) -> list[float]:
-    """Every frame's presentation time in seconds from the stream start, from one demux pass
-    over the packets (no decoding, no vlbeam code)."""
+    """Every frame's presentation time in seconds from the first frame presented, from one
+    demux pass over the packets (no decoding, no vlbeam code). On these files the first frame
+    presented is also the stream's start time."""
     import av
 
     with av.open(str(path)) as container:
@@ -49,11 +50,9 @@ def presentation_times(path: Path) -> list[float]:
             s for s in container.streams.video
             if not s.disposition & av.stream.Disposition.attached_pic
         ]  # fmt: skip
-        start = stream.start_time or 0
-        return sorted(
-            {float((p.pts - start) * stream.time_base) for p in container.demux(stream)
-             if p.pts is not None}
-        )  # fmt: skip
+        pts = {p.pts for p in container.demux(stream) if p.pts is not None}
+        assert min(pts) == (stream.start_time or 0)
+        return sorted(float((t - min(pts)) * stream.time_base) for t in pts)
 
 
 def expected_times(times, start, end, fps, max_frames) -> list[float]:
