@@ -78,11 +78,11 @@ class PageRenderer:
         source = task.source
         try:
             data = self._bytes(source.uri)
-        except Exception as exc:
+            cfg = with_pdf_password(self._cfg, source.uri, source.doc_id)
+        except Exception as exc:  # unreadable file or passwords file: every page fails
             for page in task.page_numbers:
                 yield _render_failure(exc, source, page)
             return
-        cfg = with_pdf_password(self._cfg, source.uri, source.doc_id)
         for page in task.page_numbers:
             try:
                 rendered = helper.render(source.doc_id, data, source.kind, page, cfg)
