@@ -1,7 +1,9 @@
 """Benchmark vlbeam's video frame sampling: speed against a decode floor, and peak memory.
 
-1. Speed. H.264 test videos (720p and 1080p, 30 fps, keyframe every 250 frames =
-   8.3 s, so window starts don't fall on keyframes) are made with the ffmpeg CLI.
+1. Speed. H.264 test videos (720p and 1080p MP4, 30 fps, keyframe every 250 frames =
+   8.3 s, so window starts don't fall on keyframes; and a 720p MPEG-TS with keyframes
+   10 s apart whose stream starts at 11.4 s, where a seek lands after the keyframe it
+   asked for and must be checked and corrected) are made with the ffmpeg CLI.
    In each round, on each video, it times:
    - the floor: `ffmpeg -i X -an -f null -` (decode every frame, both cores; the
      test videos have no audio, `-an` only keeps the command honest);
@@ -12,7 +14,12 @@
      4 s overlap), then `open_container` / `probe` / `sample_window` per window,
      both in this process and through `HelperProcess` (the helper process the
      pipeline uses: `probe_video` then `sample_video` per window; its start-up and
-     imports are included in its time and also shown alone).
+     imports are included in its time and also shown alone);
+   - with `--baseline REV`, the same in-process sampling with `video_decode.py` as it
+     was at git revision REV (loaded from `git show`), interleaved in the same rounds:
+     the before/after comparison on the same files under the same load;
+   - keyframe mode (`SamplingConfig(mode="keyframes")`, fps 2 as the upper bound), in
+     process: only keyframes are decoded.
    Ratios (vlbeam wall / floor wall, same round; lower is better, < 1 is faster than
    decoding every frame) are the result; absolute times are context. CPU ratios
    (user+sys of every process involved) are printed too: they move less than wall
@@ -31,8 +38,9 @@ Test videos are a short clip (500 frames) encoded once per size and repeated wit
 the concat demuxer (`-c copy`): making a 60-minute file then takes about a second.
 The content repeats, which makes no difference to decoding cost.
 
-    .venv/bin/python bench/bench_video.py            # about 5 minutes on 2 cores
-    .venv/bin/python bench/bench_video.py --quick    # about 1 minute
+    .venv/bin/python bench/bench_video.py            # about 8 minutes on 2 cores
+    .venv/bin/python bench/bench_video.py --baseline 9e5fdfe   # and the code before #13
+    .venv/bin/python bench/bench_video.py --quick    # about 1-2 minutes
     .venv/bin/python bench/bench_video.py --out /tmp/v.json --video-dir /tmp/vids
 
 Writes JSON to bench/results/bench_video.json unless --out says otherwise.
@@ -70,6 +78,7 @@ class SpeedVideo:
     width: int
     height: int
     clips: int  # duration = clips * CLIP_FRAMES / RATE
+    mpegts: bool = False  # MPEG-TS, keyframes 10 s apart, stream starting at 11.4 s
 
 
 @dataclass(frozen=True)
@@ -82,17 +91,27 @@ class Mode:
 
 
 MODES = {
-    # 720p 150 s (3 windows), 1080p 83 s (2 windows); memory: 5 min and 60 min.
+    # 720p 150 s (3 windows), 1080p 83 s (2 windows), 720p TS 100 s (2 windows);
+    # memory: 5 min and 60 min.
     "default": Mode(
-        (SpeedVideo("720p", 1280, 720, 9), SpeedVideo("1080p", 1920, 1080, 5)),
+        (
+            SpeedVideo("720p", 1280, 720, 9),
+            SpeedVideo("1080p", 1920, 1080, 5),
+            SpeedVideo("720p TS", 1280, 720, 5, mpegts=True),
+        ),
         rounds=2,
         memory_clips=(18, 216),
         memory_size=(320, 240),
         pyav_reference=True,
     ),
-    # 720p 67 s (2 windows), 1080p 33 s (1 window); memory: 1 min and 10 min.
+    # 720p 67 s (2 windows), 1080p 33 s (1 window), 720p TS 60 s (1 window);
+    # memory: 1 min and 10 min.
     "quick": Mode(
-        (SpeedVideo("720p", 1280, 720, 4), SpeedVideo("1080p", 1920, 1080, 2)),
+        (
+            SpeedVideo("720p", 1280, 720, 4),
+            SpeedVideo("1080p", 1920, 1080, 2),
+            SpeedVideo("720p TS", 1280, 720, 3, mpegts=True),
+        ),
         rounds=1,
         memory_clips=(4, 36),
         memory_size=(320, 240),
@@ -125,6 +144,34 @@ def make_video(folder: Path, width: int, height: int, clips: int, preset: str) -
         listing.write_text(f"file '{base.name}'\n" * clips)
         tmp = out.with_suffix(".part.mp4")
         _ffmpeg("-f", "concat", "-safe", "0", "-i", listing, "-c", "copy", tmp)
+        tmp.rename(out)
+        listing.unlink()
+    return out
+
+
+TS_GOP = 300  # 10 s at 30 fps
+TS_CLIP_FRAMES = 600  # two GOPs
+TS_OFFSET_S = 10.0  # + the muxer's own 1.4 s: the stream starts at 11.4 s
+
+
+def make_ts_video(folder: Path, width: int, height: int, clips: int, preset: str) -> Path:
+    """MPEG-TS, keyframes 10 s apart, starting at 11.4 s: `clips` copies of 20 s."""
+    base = folder / f"base_{width}x{height}_{preset}_gop{TS_GOP}.mp4"
+    if not base.exists():
+        tmp = base.with_suffix(".part.mp4")
+        _ffmpeg(
+            "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={RATE}",
+            "-frames:v", TS_CLIP_FRAMES, "-c:v", "libx264", "-preset", preset,
+            "-g", TS_GOP, "-keyint_min", TS_GOP, "-sc_threshold", 0, "-pix_fmt", "yuv420p", tmp,
+        )  # fmt: skip
+        tmp.rename(base)
+    out = folder / f"test_{width}x{height}_{preset}_{clips}x{TS_CLIP_FRAMES}_gop{TS_GOP}.ts"
+    if not out.exists():
+        listing = out.with_suffix(".txt")
+        listing.write_text(f"file '{base.name}'\n" * clips)
+        tmp = out.with_suffix(".part.ts")
+        _ffmpeg("-f", "concat", "-safe", "0", "-i", listing, "-c", "copy",
+                "-output_ts_offset", TS_OFFSET_S, "-f", "mpegts", tmp)  # fmt: skip
         tmp.rename(out)
         listing.unlink()
     return out
@@ -163,12 +210,12 @@ def run_pyav_all(path: Path) -> dict[str, Any]:
     return {"decoded": decoded}
 
 
-def _windows(path: Path, duration_s: float, fps: float):
+def _windows(path: Path, duration_s: float, fps: float, mode: str = "frames"):
     from vlbeam.schemas.elements import SourceFile
     from vlbeam.transforms.media.video_decode import SamplingConfig
     from vlbeam.transforms.split_video import VideoConfig, plan_windows
 
-    cfg = VideoConfig(sampling=SamplingConfig(fps=fps))
+    cfg = VideoConfig(sampling=SamplingConfig(fps=fps, mode=mode))
     source = SourceFile(uri=str(path), doc_id=None, kind="video", size_bytes=path.stat().st_size)
     return cfg, plan_windows(source, duration_s, cfg)
 
@@ -179,17 +226,41 @@ def _expected_frames(windows, sampling) -> int:
     return sum(len(target_times(w.start_s, w.end_s, sampling)) for w in windows)
 
 
-def run_in_process(path: Path, fps: float) -> dict[str, Any]:
-    from vlbeam.transforms.media.video_decode import open_container, probe, sample_window
+BASELINE: Any = None  # video_decode.py at --baseline REV, loaded by load_baseline
 
-    container = open_container(str(path))
+
+def load_baseline(rev: str) -> Any:
+    """`transforms/media/video_decode.py` as it was at git revision `rev`, as a module."""
+    import importlib.util
+
+    repo = BENCH_DIR.parent
+    source = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{rev}:transforms/media/video_decode.py"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    path = Path(tempfile.mkdtemp(prefix="bench_video_base_")) / "video_decode_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("video_decode_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(path: Path, fps: float, decode: Any = None, mode: str = "frames") -> dict:
+    """Every planned window sampled with `decode` (default: the current video_decode)."""
+    if decode is None:
+        from vlbeam.transforms.media import video_decode as decode
+
+    container = decode.open_container(str(path))
     try:
-        info = probe(container)
-        cfg, windows = _windows(path, info.duration_s, fps)
+        info = decode.probe(container)
+        cfg, windows = _windows(path, info.duration_s, fps, mode)
+        sampling = decode.SamplingConfig(fps=fps, **({"mode": mode} if mode != "frames" else {}))
         frames = jpeg_bytes = errors = 0
         got = []
         for w in windows:
-            got, errs = sample_window(container, info, w.start_s, w.end_s, cfg.sampling)
+            got, errs = decode.sample_window(container, info, w.start_s, w.end_s, sampling)
             frames += len(got)
             jpeg_bytes += sum(len(f.image) for f in got)
             errors += errs
@@ -203,6 +274,14 @@ def run_in_process(path: Path, fps: float) -> dict[str, Any]:
         "jpeg_bytes": jpeg_bytes,
         "frame_size": [got[0].width, got[0].height] if got else None,
     }
+
+
+def run_baseline(path: Path, fps: float) -> dict[str, Any]:
+    return run_in_process(path, fps, decode=BASELINE)
+
+
+def run_keyframes(path: Path, fps: float) -> dict[str, Any]:
+    return run_in_process(path, fps, mode="keyframes")
 
 
 def run_worker(path: Path, fps: float) -> dict[str, Any]:
@@ -245,17 +324,25 @@ def duration_of(path: Path) -> float:
 CASES: list[tuple[str, float | None, Callable[[Path, float], dict[str, Any]] | None]] = [
     ("floor", None, None),
     ("pyav_all", None, None),
+    ("base_2fps", 2.0, run_baseline),
     ("inproc_2fps", 2.0, run_in_process),
     ("worker_2fps", 2.0, run_worker),
+    ("base_0.5fps", 0.5, run_baseline),
     ("inproc_0.5fps", 0.5, run_in_process),
     ("worker_0.5fps", 0.5, run_worker),
+    ("keyframes", 2.0, run_keyframes),
 ]
 
 
 def bench_speed(
     path: Path, rounds: int, pyav_reference: bool, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    cases = [c for c in CASES if pyav_reference or c[0] != "pyav_all"]
+    cases = [
+        c
+        for c in CASES
+        if (pyav_reference or c[0] != "pyav_all")
+        and (BASELINE is not None or not c[0].startswith("base_"))
+    ]
     per_round: list[dict[str, dict[str, Any]]] = []
     for r in range(rounds):
         order = cases if r % 2 == 0 else cases[::-1]  # alternate to cancel drift
@@ -390,15 +477,18 @@ def _speed_table(videos: list[dict[str, Any]], rounds: int) -> list[str]:
     labels = {
         "floor": "floor: ffmpeg -an -f null",
         "pyav_all": "PyAV, every frame",
+        "base_2fps": "before: 2 fps, in-process",
         "inproc_2fps": "vlbeam 2 fps, in-process",
         "worker_2fps": "vlbeam 2 fps, HelperProcess",
+        "base_0.5fps": "before: 0.5 fps, in-process",
         "inproc_0.5fps": "vlbeam 0.5 fps, in-process",
         "worker_0.5fps": "vlbeam 0.5 fps, HelperProcess",
+        "keyframes": "keyframes (<= 2 fps), in-proc",
     }
     lines = [
         f"Speed (median of {rounds} round(s); ratio = wall / floor wall in the same round, "
         "lower is better)",
-        f"{'video':<14} {'what':<29} {'wall s':>7} {'x realtime':>10} {'ratio':>6} "
+        f"{'video':<14} {'what':<30} {'wall s':>7} {'x realtime':>10} {'ratio':>6} "
         f"{'cpu ratio':>9} {'frames/targets':>14}",
     ]
     for video in videos:
@@ -409,13 +499,43 @@ def _speed_table(videos: list[dict[str, Any]], rounds: int) -> list[str]:
             else:
                 frames = str(row.get("decoded", "all"))
             lines.append(
-                f"{name:<14} {labels[case]:<29} {row['wall_s']:7.2f} "
+                f"{name:<14} {labels[case]:<30} {row['wall_s']:7.2f} "
                 f"{video['duration_s'] / row['wall_s']:10.1f} {row['ratio_to_floor']:6.2f} "
                 f"{row['cpu_ratio_to_floor']:9.2f} {frames:>14}"
             )
             name = ""
         startup = video["summary"]["worker_2fps"]["startup_probe_s"]
         lines.append(f"{'':<14} (HelperProcess start-up + probe: {startup:.2f} s of its wall)")
+    return lines
+
+
+def _compare_table(videos: list[dict[str, Any]], baseline: str) -> list[str]:
+    """Before (--baseline) / after ratios to the floor, in-process, same rounds."""
+    lines = [
+        f"Before ({baseline}) / after, in-process, ratio to the floor (wall; cpu), same rounds",
+        f"{'video':<14} {'fps':>4} {'before':>13} {'after':>13} {'change':>13} "
+        f"{'frames before/after/targets':>28}",
+    ]
+    for video in videos:
+        summary = video["summary"]
+        for fps in ("2", "0.5"):
+            before, after = summary[f"base_{fps}fps"], summary[f"inproc_{fps}fps"]
+            change = [
+                100 * (after[k] / before[k] - 1) for k in ("ratio_to_floor", "cpu_ratio_to_floor")
+            ]
+            lines.append(
+                f"{video['label']:<14} {fps:>4} "
+                f"{before['ratio_to_floor']:6.2f};{before['cpu_ratio_to_floor']:5.2f} "
+                f"{after['ratio_to_floor']:6.2f};{after['cpu_ratio_to_floor']:5.2f} "
+                f"{change[0]:+5.0f}%;{change[1]:+5.0f}% "
+                f"{before['frames']:>10}/{after['frames']}/{after['expected_frames']}"
+            )
+        keys = summary["keyframes"]
+        lines.append(
+            f"{video['label']:<14} keyframe mode: ratio {keys['ratio_to_floor']:.3f} wall, "
+            f"{keys['cpu_ratio_to_floor']:.3f} cpu ({keys['frames']} keyframes); "
+            f"{summary['inproc_2fps']['cpu_s'] / keys['cpu_s']:.0f}x less cpu than 2 fps frames"
+        )
     return lines
 
 
@@ -452,6 +572,9 @@ def main() -> None:
         "--video-dir", type=Path, help="keep/reuse the test videos here (default: temp dir)"
     )
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also time video_decode.py as of this git revision"
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -474,6 +597,16 @@ def main() -> None:
 
     import vlbeam.transforms.split_video  # noqa: F401
 
+    global BASELINE
+    if args.baseline:
+        BASELINE = load_baseline(args.baseline)
+    if not args.skip_memory:
+        try:
+            from vlbeam.transforms.split_video import SplitVideo  # noqa: F401
+        except ImportError:
+            log("memory: skipped (this tree has no SplitVideo transform)")
+            args.skip_memory = True
+
     tmp = None
     if args.video_dir:
         folder = args.video_dir
@@ -485,9 +618,10 @@ def main() -> None:
     try:
         gen_t0 = time.perf_counter()
         speed_paths = [
-            (v, make_video(folder, v.width, v.height, v.clips, "veryfast"))
+            (v, (make_ts_video if v.mpegts else make_video)(
+                folder, v.width, v.height, v.clips, "veryfast"))
             for v in mode.speed_videos
-        ]
+        ]  # fmt: skip
         mw, mh = mode.memory_size
         memory_paths = [make_video(folder, mw, mh, c, "veryfast") for c in mode.memory_clips]
         generate_s = time.perf_counter() - gen_t0
@@ -518,6 +652,8 @@ def main() -> None:
             tmp.cleanup()
 
     lines = _speed_table(speed, rounds)
+    if BASELINE is not None:
+        lines += ["", *_compare_table(speed, args.baseline)]
     if memory is not None:
         lines += ["", *_memory_table(memory)]
     total_s = time.perf_counter() - started
@@ -556,7 +692,15 @@ def main() -> None:
                 ["ffmpeg", "-version"], capture_output=True, text=True
             ).stdout.split("\n")[0],
         },
-        "videos": {"clip_frames": CLIP_FRAMES, "gop": GOP, "rate": RATE, "preset": "veryfast"},
+        "videos": {
+            "clip_frames": CLIP_FRAMES,
+            "gop": GOP,
+            "rate": RATE,
+            "preset": "veryfast",
+            "ts_gop": TS_GOP,
+            "ts_clip_frames": TS_CLIP_FRAMES,
+        },
+        "baseline": args.baseline,
         "generate_s": generate_s,
         "speed": speed,
         "memory": memory,

@@ -21,6 +21,10 @@ EXPECTED_BAD = {
 }
 
 
+# Good files whose frames are more than 1 s apart somewhere (variable frame rate).
+GAP_S = {"mediabunny_cursed-vfr.mp4": 1.2}
+
+
 def no_events(_model, batch, _cfg):
     """A model double that answers every window with an empty event list."""
     return [VLResult(text="[]", input_tokens=len(r.images), output_tokens=1,
@@ -70,6 +74,12 @@ def test_every_video_in_the_corpus_is_accounted_for(corpus, tmp_path):
                 times = row["frame_times_s"]
                 assert times == sorted(times) and len(set(times)) == len(times)
                 assert row["start_s"] <= times[0] and times[-1] < row["end_s"]
+            # times count from the first frame presented, and the first window starts there
+            assert rows[0]["frame_times_s"][0] == 0.0, name
+            # a window's first frame is the first at or after its start: less than one
+            # frame interval late (1/fps_avg, these files' largest gap), never before it
+            for row in rows:
+                assert row["frame_times_s"][0] - row["start_s"] < GAP_S.get(name, 1.0), name
     for name, error in {**NO_VIDEO, **EXPECTED_BAD}.items():
         assert [f["error_type"] for f in failures[name]] == [error], name
         assert docs[name]["status"] == "failed"
