@@ -217,6 +217,27 @@ def test_keyframe_mode_keeps_the_first_keyframe_at_or_after_each_instant(tmp_pat
     assert [f.time_s for f in frames] == pytest.approx([5.1])
 
 
+def test_keyframe_sampling_through_the_job(tmp_path):
+    """`--sampling keyframes` reaches the decoder: each window holds the keyframes in it
+    (one every 2.5 s here), each at its true time, however dense --fps asks."""
+    video = write_video(tmp_path / "in" / "k.mp4", constant_rate(30, 10), None, gop=25)
+    out = tmp_path / "out"
+    run_job([str(video)], out, "--tasks=grounding", "--sampling=keyframes", "--fps=2",
+            "--window-seconds=16", "--window-overlap-seconds=4",
+            handler=fake_handler(no_answer))  # fmt: skip
+    windows = sorted(read_table(out, "video_windows"), key=lambda r: r["window_index"])
+    assert [w["frame_times_s"] for w in windows] == [
+        [0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0],
+        [12.5, 15.0, 17.5, 20.0, 22.5, 25.0, 27.5],
+        [25.0, 27.5],
+    ]
+
+
+def no_answer(_model, batch, _cfg):
+    return [VLResult(text="[]", input_tokens=1, output_tokens=1, finish_reason="stop",
+                     latency_s=0.0) for _ in batch]  # fmt: skip
+
+
 def test_prompt_timestamps_come_from_true_frame_times(tiny_processor):
     """What the model reads: one `<t seconds>` per temporal patch of two frames, t being
     the mean of the two frames' true times (Qwen3-VL's own convention), absolute."""

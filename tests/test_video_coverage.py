@@ -7,9 +7,10 @@ its true time. The oracle decodes every frame of the file independently of vlbea
 expected frames from that list. It runs over every good video of the corpus and over
 generated files built to break seeking: MPEG-TS starting at 11.4 s with 10 s GOPs, open
 GOPs with B-frames (H.264 and MPEG-2 program stream), Matroska/WebM with thinned, late or
-no cues, MP4 with edit lists (a delayed start, a trimmed start) and variable frame rate
-with gaps; for several window/overlap/fps settings that are not multiples of each other,
-with the container reused across windows in a shuffled order (as the helper process does).
+no cues, MP4 with edit lists (a delayed start, a trimmed start), variable frame rate with
+gaps, AVI and FLV; for several window/overlap/fps settings that are not multiples of each
+other, with the container reused across windows in a shuffled order (as the helper process
+does).
 
 Generated frames show their own number (tests/video_fixtures.py), so each sampled image is
 also checked to be that very frame; corpus frames are compared, in grey, with the oracle's
@@ -273,6 +274,16 @@ def _mp4_vfr_gaps(path: Path) -> None:
     write_stamped(path, vfr_with_gaps(), codec_options={"x264-params": X264.format(g=40)})
 
 
+def _avi_mpeg4_bframes(path: Path) -> None:
+    write_stamped(path, every(20, 25), codec="mpeg4", fmt="avi", time_base=Fraction(1, 25),
+                  gop=50, codec_options={"bf": "2"})  # fmt: skip
+
+
+def _flv(path: Path) -> None:
+    write_stamped(path, every(20, 25), fmt="flv",
+                  codec_options={"x264-params": X264.format(g=75) + ":bframes=2"})  # fmt: skip
+
+
 CASES = {
     "mpegts_start_11.4s_gop10s.ts": _mpegts_start_11_4,
     "mpegts_open_gop_bframes.ts": _mpegts_open_gop,
@@ -285,6 +296,8 @@ CASES = {
     "mp4_edit_list.mp4": _mp4_edit_list,
     "mp4_trimmed_edit_list.mp4": _mp4_trimmed,
     "mp4_vfr_gaps.mp4": _mp4_vfr_gaps,
+    "avi_mpeg4_bframes.avi": _avi_mpeg4_bframes,
+    "flv_h264.flv": _flv,
 }
 
 
@@ -314,6 +327,17 @@ def test_generated_cases_are_what_they_claim(generated):
     gaps = np.diff(generated["mp4_vfr_gaps.mp4"][1].times)
     assert gaps.max() > 3.5
     assert b"\x1c\x53\xbb\x6b" not in generated["mkv_no_cues.mkv"][0].read_bytes()  # no Cues
+    assert generated["mp4_edit_list.mp4"][0].read_bytes().count(b"elst") == 1
+    # open GOPs: frames after a (non-first) keyframe in decode order presented before it
+    for name in ("mkv_open_gop_bframes.mkv", "mpegts_open_gop_bframes.ts", "mpeg_ps_open_gop.mpg"):
+        with av.open(str(generated[name][0])) as container:
+            packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+        leading = [
+            i
+            for i, p in enumerate(packets[:-1])
+            if p.is_keyframe and i > 0 and packets[i + 1].pts < p.pts
+        ]
+        assert len(leading) >= 3, name
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
