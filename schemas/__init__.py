@@ -1,28 +1,39 @@
-"""Explicit pyarrow schemas, one per output table (each carries its footer metadata)."""
+"""The data contracts: explicit pyarrow schemas, one per output table (each carries its footer
+metadata), and the ground types every layer imports (`elements`, `errors`, `config`, `ids`).
 
-from vlbeam.schemas.documents import DOCUMENTS
-from vlbeam.schemas.failures import FAILURES
-from vlbeam.schemas.pages import PAGES
-from vlbeam.schemas.table_meta import SCHEMA_VERSION, TABLE_KEY, VERSION_KEY
-from vlbeam.schemas.video_events import VIDEO_EVENTS
-from vlbeam.schemas.video_windows import VIDEO_WINDOWS
+The table schemas load on first use (PEP 562), so importing a ground type (say, from the
+helper process, which runs under a tight address-space limit) doesn't import pyarrow.
+"""
 
-TABLES = {
-    "documents": DOCUMENTS,
-    "pages": PAGES,
-    "video_windows": VIDEO_WINDOWS,
-    "video_events": VIDEO_EVENTS,
-    "failures": FAILURES,
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "DOCUMENTS": ("documents", "DOCUMENTS"),
+    "FAILURES": ("failures", "FAILURES"),
+    "PAGES": ("pages", "PAGES"),
+    "VIDEO_EVENTS": ("video_events", "VIDEO_EVENTS"),
+    "VIDEO_WINDOWS": ("video_windows", "VIDEO_WINDOWS"),
+    "SCHEMA_VERSION": ("table_meta", "SCHEMA_VERSION"),
+    "TABLE_KEY": ("table_meta", "TABLE_KEY"),
+    "VERSION_KEY": ("table_meta", "VERSION_KEY"),
 }
+_TABLE_NAMES = ("documents", "pages", "video_windows", "video_events", "failures")
 
-__all__ = [
-    "DOCUMENTS",
-    "FAILURES",
-    "PAGES",
-    "SCHEMA_VERSION",
-    "TABLES",
-    "TABLE_KEY",
-    "VERSION_KEY",
-    "VIDEO_EVENTS",
-    "VIDEO_WINDOWS",
-]
+
+def __getattr__(name: str):
+    if name == "TABLES":
+        tables = {t: getattr(importlib.import_module(f"{__name__}.{t}"), t.upper())
+                  for t in _TABLE_NAMES}  # fmt: skip
+        globals()["TABLES"] = tables
+        return tables
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["TABLES", *_LAZY]

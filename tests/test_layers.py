@@ -79,3 +79,17 @@ def test_the_layer_picture_covers_every_package():
     for package in packages:
         assert _layer(package) in ALLOWED, package
     assert {"vlbeam.transforms.media", "vlbeam.transforms.backends"} <= packages
+
+
+def test_the_ground_types_and_the_helper_process_import_no_pyarrow():
+    """The helper process runs under a tight address-space limit (--render-memory-mb): what it
+    imports must stay small, so the table schemas load only when a table is written."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vlbeam.schemas.config, vlbeam.schemas.elements, vlbeam.schemas.errors, "
+        "vlbeam.transforms.media.helper_process; print('pyarrow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
