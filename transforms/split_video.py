@@ -23,9 +23,10 @@ from vlbeam.schemas.elements import (
     WindowFrames,
     WindowRef,
 )
+from vlbeam.schemas.errors import EmptyWindow
 from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.media.helper_process import HelperProcess
-from vlbeam.transforms.media.video_decode import EmptyWindow, SamplingConfig
+from vlbeam.transforms.media.video_decode import SamplingConfig
 
 logger = logging.getLogger(__name__)
 

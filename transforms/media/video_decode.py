@@ -44,7 +44,7 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from vlbeam.schemas.errors import VlbeamError
+from vlbeam.schemas.errors import InvalidVideo, NoVideoStream
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +57,6 @@ MAX_BACKOFF_ATTEMPTS = 24  # 1, 2, 4, ... s back: past any real video's length, 
 INDEXED_FORMATS = frozenset({"mpeg", "mpegvideo"})
 SIGNATURE_PACKETS = 8  # packet sizes that identify where a seek landed in that index
 NO_TS = -(2**63)
-
-
-class InvalidVideo(VlbeamError):
-    pass
-
-
-class NoVideoStream(VlbeamError):
-    pass
-
-
-class EmptyWindow(VlbeamError):
-    pass
 
 
 @dataclass(frozen=True)
