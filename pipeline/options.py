@@ -449,15 +449,8 @@ def api_config(opts: VlbeamOptions) -> ApiConfig:
         style=opts.api_style,
         extra_body=extra,
         headers=tuple(headers),
-        max_tokens=opts.max_new_tokens,
-        temperature=opts.temperature,
-        top_p=opts.top_p,
-        seed=opts.seed,
-        stream=opts.stream,
-        max_concurrency=opts.max_concurrency,
+        **_request_settings(opts),
         requests_per_minute=opts.requests_per_minute,
-        timeout_s=opts.request_timeout_s,
-        max_attempts=opts.max_attempts,
         price_input_per_mtok=opts.price_input_per_mtok,
         price_output_per_mtok=opts.price_output_per_mtok,
         native_video=opts.native_video,
@@ -499,15 +492,22 @@ def server_api_config(opts: VlbeamOptions) -> ApiConfig:
         base_url="http://127.0.0.1/v1",  # replaced by each server's own base URL
         model=opts.model,
         api_key_env="",
-        max_tokens=opts.max_new_tokens,
-        temperature=opts.temperature,
-        top_p=opts.top_p,
-        seed=opts.seed,
-        stream=opts.stream,
-        max_concurrency=opts.max_concurrency,
-        timeout_s=opts.request_timeout_s,
-        max_attempts=opts.max_attempts,
+        **_request_settings(opts),
     )
+
+
+def _request_settings(opts: VlbeamOptions) -> dict:
+    """What every OpenAI-compatible request and its engine take from the flags."""
+    return {
+        "max_tokens": opts.max_new_tokens,
+        "temperature": opts.temperature,
+        "top_p": opts.top_p,
+        "seed": opts.seed,
+        "stream": opts.stream,
+        "max_concurrency": opts.max_concurrency,
+        "timeout_s": opts.request_timeout_s,
+        "max_attempts": opts.max_attempts,
+    }
 
 
 def video_config(opts: VlbeamOptions) -> VideoConfig:

@@ -174,16 +174,10 @@ class _InferUnits(HelperDoFn):
 class InferUnits(beam.PTransform):
     """PageRange / VideoWindow → dict of `results` ((ref, VLResult)) and `failures`."""
 
-    def __init__(
-        self,
-        backend: InferenceBackend,
-        render: RenderConfig,
-        video: VideoConfig,
-        ocr_prompt: Prompt,
-        grounding_prompt: Prompt,
-    ) -> None:
+    def __init__(self, *args, **kwargs) -> None:
+        """Arguments: those of `_InferUnits` (backend, render and video configs, prompts)."""
         super().__init__()
-        self._fn = _InferUnits(backend, render, video, ocr_prompt, grounding_prompt)
+        self._fn = _InferUnits(*args, **kwargs)
 
     def expand(self, units):
         out = units | "RenderDecodeInfer" >> beam.ParDo(self._fn).with_outputs(

@@ -154,13 +154,7 @@ def render_pdf_page(
         image = image.convert("RGB")
     finally:
         page.close()
-    return RenderedPage(
-        image=encode_image(image, cfg.image_format),
-        image_format=cfg.image_format,
-        width_px=image.width,
-        height_px=image.height,
-        text_layer=text_layer,
-    )
+    return encoded_page(image, cfg, text_layer)
 
 
 def _text_layer(page) -> str | None:
@@ -217,13 +211,7 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
     w_px, h_px = target_size(image.width, image.height, cfg)
     if w_px * h_px < image.width * image.height:  # downscale only: upscaling adds no detail
         image = image.resize((w_px, h_px), Image.Resampling.LANCZOS)
-    return RenderedPage(
-        image=encode_image(image, cfg.image_format),
-        image_format=cfg.image_format,
-        width_px=image.width,
-        height_px=image.height,
-        text_layer=None,
-    )
+    return encoded_page(image, cfg, None)
 
 
 EXIF_ORIENTATION = 0x0112
@@ -239,6 +227,16 @@ def _usable_as_is(image, data: bytes, image_format: str, target_pixels: int) -> 
         and getattr(image, "n_frames", 1) == 1
         and target_pixels >= image.width * image.height
         and b"eXIf" not in data
+    )
+
+
+def encoded_page(image, cfg: RenderConfig, text_layer: str | None) -> RenderedPage:
+    return RenderedPage(
+        image=encode_image(image, cfg.image_format),
+        image_format=cfg.image_format,
+        width_px=image.width,
+        height_px=image.height,
+        text_layer=text_layer,
     )
 
 
