@@ -7,6 +7,7 @@ underscored one Beam uses when it re-creates options on workers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 
@@ -35,6 +36,9 @@ from vlbeam.transforms.media.video_decode import SAMPLING_MODES, SamplingConfig
 from vlbeam.transforms.split_video import VideoConfig
 
 logger = logging.getLogger(__name__)
+
+# the API flags' defaults are ApiConfig's own (one place for them)
+API_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ApiConfig)}
 
 
 def _run_id(value: str) -> str:
@@ -369,7 +373,7 @@ class VlbeamOptions(PipelineOptions):
             choices=["low", "medium", "high"],
             help="OpenRouter reasoning effort for thinking models",
         )
-        _flag(parser, "temperature", type=float, default=0.0)
+        _flag(parser, "temperature", type=float, default=API_DEFAULTS["temperature"])
         _flag(parser, "top_p", type=float, default=None)
         _flag(parser, "seed", type=int, default=None)
         _flag(
@@ -383,7 +387,7 @@ class VlbeamOptions(PipelineOptions):
             parser,
             "max_concurrency",
             type=int,
-            default=32,
+            default=API_DEFAULTS["max_concurrency"],
             help="concurrent API requests per worker process",
         )
         _flag(
@@ -393,8 +397,14 @@ class VlbeamOptions(PipelineOptions):
             default=None,
             help="rate limit per worker process",
         )
-        _flag(parser, "request_timeout_s", type=float, default=300.0)
-        _flag(parser, "max_attempts", type=int, default=6, help="tries per request (retries + 1)")
+        _flag(parser, "request_timeout_s", type=float, default=API_DEFAULTS["timeout_s"])
+        _flag(
+            parser,
+            "max_attempts",
+            type=int,
+            default=API_DEFAULTS["max_attempts"],
+            help="tries per request (retries + 1)",
+        )
         _flag(
             parser,
             "price_input_per_mtok",
