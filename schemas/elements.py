@@ -63,10 +63,6 @@ class PageRef:
         if self.page_number < 1:
             raise ValueError("page_number is 1-based")
 
-    @property
-    def page_id(self) -> str:
-        return f"{self.doc_id}:{self.page_number}"
-
     def failure(self, stage: str, error_type: str, message: str) -> Failure:
         return Failure(self.source_uri, self.doc_id, stage, error_type, message, self.page_number)
 

@@ -77,7 +77,6 @@ def test_page_range_pages() -> None:
 
 def test_page_ref() -> None:
     ref = PageRef(doc_id=DOC_ID, source_uri="u", page_number=7, width_px=10, height_px=20)
-    assert ref.page_id == f"{DOC_ID}:7"
     assert ref.text_layer is None
     with pytest.raises(ValueError, match="1-based"):
         PageRef(doc_id=DOC_ID, source_uri="u", page_number=0, width_px=10, height_px=20)

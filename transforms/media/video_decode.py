@@ -65,9 +65,6 @@ class VideoInfo:
     width: int  # as displayed (rotation applied)
     height: int
     rotation: int  # degrees counter-clockwise to apply to decoded frames (0/90/180/270)
-    avg_fps: float | None
-    variable_frame_rate: bool
-    codec: str
     # pts (stream time base) of the first frame presented: time 0 of every frame time.
     # None: the stream's start time.
     origin_pts: int | None = None
@@ -162,9 +159,6 @@ def probe(container) -> VideoInfo:
     duration = None if end is None else round(end - float(origin * time_base), 6)
     if duration is None or duration <= 0:
         raise InvalidVideo("video has no decodable duration")
-    rate = stream.average_rate or stream.guessed_rate
-    base = stream.base_rate
-    vfr = bool(rate and base and abs(float(rate) - float(base)) > 0.01 * float(base))
     width, height = stream.codec_context.width, stream.codec_context.height
     if rotation in (90, 270):
         width, height = height, width
@@ -173,9 +167,6 @@ def probe(container) -> VideoInfo:
         width=width,
         height=height,
         rotation=rotation,
-        avg_fps=float(rate) if rate else None,
-        variable_frame_rate=vfr,
-        codec=stream.codec_context.name,
         origin_pts=origin,
     )
 
