@@ -1,6 +1,7 @@
 """`--target local --workers 2` (two SDK worker processes on this machine) gives the same rows
 as the in-process run, with the real tiny model loaded once in each worker process and never
-in the launcher."""
+in the launcher. The model is the sharp tiny checkpoint (tests/sharp_model.py), whose answers
+depend on each page and window, so equal texts mean something."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline_helpers import read_table
+from tests.sharp_model import write_sharp_checkpoint
 from tests.video_fixtures import constant_rate, write_video
 from vlbeam.pipeline.run import run
 from vlbeam.runners import expand_target
@@ -34,9 +36,9 @@ def loads(log: Path) -> list[int]:
     return [int(line) for line in log.read_text().split()] if log.exists() else []
 
 
-def backend(log: Path) -> TransformersQwenHandler:
+def backend(model: Path, log: Path) -> TransformersQwenHandler:
     # one request per generate call: identical greedy outputs whatever the batching
-    cfg = ModelConfig(model="tiny-random", max_new_tokens=4, max_batch_size=1)
+    cfg = ModelConfig(model=str(model), max_new_tokens=4, max_batch_size=1)
     return TransformersQwenHandler(cfg, loader=functools.partial(logged_load, str(log)))
 
 
@@ -62,8 +64,9 @@ def test_two_local_workers_equal_the_in_process_run(tiny_model, corpus, tmp_path
         "--max-pixels-per-frame=16384", "--run-id=same-run",
     ]  # fmt: skip
 
+    model = write_sharp_checkpoint(tiny_model, tmp_path / "sharp-tiny")
     in_process, log_1 = tmp_path / "in_process", tmp_path / "loads-in-process.log"
-    run([*job, f"--output={in_process}"], model_handler=backend(log_1))
+    run([*job, f"--output={in_process}"], model_handler=backend(model, log_1))
     summary_1 = capsys.readouterr().out
     assert loads(log_1) == [os.getpid()]  # the in-process runner: here, once
     assert "  model loads: 1 (one per worker process)" in summary_1
@@ -71,7 +74,7 @@ def test_two_local_workers_equal_the_in_process_run(tiny_model, corpus, tmp_path
     workers, log_2 = tmp_path / "workers", tmp_path / "loads-workers.log"
     argv = expand_target([*job, f"--output={workers}", "--target", "local", "--workers", "2"])
     assert "--direct_num_workers=2" in argv
-    run(argv, model_handler=backend(log_2))
+    run(argv, model_handler=backend(model, log_2))
     summary_2 = capsys.readouterr().out
 
     # one load in each of two worker processes, none in the launcher
@@ -83,3 +86,5 @@ def test_two_local_workers_equal_the_in_process_run(tiny_model, corpus, tmp_path
     docs = read_table(workers, "documents")
     assert len(docs) == 5 and len(read_table(workers, "pages")) == 5
     assert read_table(workers, "video_windows") and read_table(workers, "failures")
+    texts = [p["text"] for p in read_table(workers, "pages")]
+    assert len(set(texts)) > 1, texts  # answers depend on the page: equal rows mean something

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline_helpers import read_table
+from tests.sharp_model import write_sharp_checkpoint
 from tests.video_fixtures import constant_rate, write_video
 from vlbeam.pipeline.run import run
 from vlbeam.schemas import TABLES
@@ -84,11 +85,11 @@ def vlbeam_wheel(tmp_path_factory) -> Path:
     return wheel
 
 
-def job_args(inputs: Path, out: Path) -> list[str]:
+def job_args(inputs: Path, out: Path, model: Path) -> list[str]:
     return [
         f"--input={inputs}/*",
         f"--output={out}",
-        "--model=tiny-random",
+        f"--model={model}",  # the sharp tiny checkpoint: its answers depend on the input
         "--max-new-tokens=4",
         "--max-batch-size=1",  # same batches in both runs: identical greedy outputs
         "--target-long-side=384",
@@ -120,10 +121,11 @@ def test_portable_run_equals_in_process_run(
         (corpus / "pdf/bad/tracemonkey_truncated_50pct.pdf").read_bytes()
     )
     write_video(inputs / "clip.mp4", constant_rate(9, 10), (2.0, 5.0))
+    model = write_sharp_checkpoint(tiny_model, tmp_path / "sharp-tiny")
 
     in_process = tmp_path / "in_process"
     started = time.monotonic()
-    run(job_args(inputs, in_process))
+    run(job_args(inputs, in_process, model))
     local_s = time.monotonic() - started
     local_summary = capsys.readouterr().out
 
@@ -135,7 +137,7 @@ def test_portable_run_equals_in_process_run(
         "--environment_type=EXTERNAL", f"--environment_config={worker_pool}",
         f"--extra_package={vlbeam_wheel}",
     ]  # fmt: skip
-    run([*job_args(inputs, portable), *portable_flags])
+    run([*job_args(inputs, portable, model), *portable_flags])
     portable_s = time.monotonic() - started
     portable_summary = capsys.readouterr().out
 
@@ -144,6 +146,8 @@ def test_portable_run_equals_in_process_run(
     docs = read_table(portable, "documents")
     assert len(docs) == 5 and len(read_table(portable, "pages")) == 16
     assert read_table(portable, "video_windows") and read_table(portable, "failures")
+    texts = [p["text"] for p in read_table(portable, "pages")]
+    assert len(set(texts)) > 1, texts  # answers depend on the page: equal rows mean something
     # the model is loaded once per worker process, in load_model
     assert "model loads: 1 " in local_summary and "model loads: 1 " in portable_summary
     print(f"in-process {local_s:.1f} s, portable {portable_s:.1f} s")
