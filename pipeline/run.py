@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -15,6 +16,7 @@ from vlbeam.pipeline.options import (
     api_config,
     model_config,
     parse_tasks,
+    refuse_unknown_flags,
     render_config,
     server_api_config,
     server_spec,
@@ -172,6 +174,7 @@ def run(
     model_handler: InferenceBackend | None = None,
 ) -> PipelineResult:
     """Run the job and publish its tables. `model_handler` replaces the backend (tests)."""
+    refuse_unknown_flags(sys.argv[1:] if argv is None else argv)  # a typo never runs
     options = PipelineOptions(argv)
     opts = options.view_as(VlbeamOptions)
     if not opts.input or not opts.output:

@@ -166,3 +166,12 @@ def test_the_cli_refuses_before_the_job_starts(tmp_path, monkeypatch, capsys):
                      "--target", "local", "--workers", "2"])  # fmt: skip
     assert code == 0 and len(started) == 1
     assert "--direct_num_workers=2" in started[0] and "--max-concurrency" in started[0]
+
+
+def test_run_itself_refuses_a_misspelled_flag_before_any_work(tmp_path):
+    from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, run_job
+
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="did you mean --max-concurrency"):
+        run_job([SAMPLES_GLOB], out, "--max-concurency=64", handler=fake_handler())
+    assert not out.exists()

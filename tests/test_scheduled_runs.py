@@ -106,7 +106,6 @@ def test_run_manifest_records_options_versions_counts_without_secrets(tmp_path, 
         "--s3_secret_access_key": "s3-secret-value",
         "--s3_access_key_id": "AKIA-key-id-value",
         "--azure_connection_string": "AccountName=a;AccountKey=azure-key-value",
-        "--some_api_key": "unknown-flag-value",
     }
     flags = [f"{flag}={value}" for flag, value in secrets.items()]
     run_job(["in/*.pdf"], Path("out"), "--run-id=m1", *flags, handler=fake_handler())
