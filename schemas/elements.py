@@ -58,6 +58,8 @@ class PageRef:
     width_px: int
     height_px: int
     text_layer: str | None = None
+    blank: bool = False  # near-uniform render, no text-layer characters: no model call
+    image_coverage: float | None = None  # share of the page covered by raster images
 
     def __post_init__(self) -> None:
         if self.page_number < 1:
@@ -133,6 +135,7 @@ class VLRequest:
     prompt: str
     max_new_tokens: int | None = None
     frame_times_s: tuple[float, ...] | None = None
+    temperature: float | None = None  # None: the backend's own (greedy); set by retries
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -160,6 +163,8 @@ class VLResult:
     served_model: str | None = None  # the model as the server reports it
     request_id: str | None = None
     cost_usd: float | None = None
+    text_source: str = "model"  # or "text_layer" / "blank": no model call was made
+    retries: int = 0  # --retry-degenerate: extra calls made for this answer
 
     @property
     def ok(self) -> bool:

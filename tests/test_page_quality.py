@@ -843,11 +843,11 @@ def test_decide_page():
     assert (d.text_source, d.call_model, d.rule) == ("text_layer", False, "text_layer")
     d = decide_page("prefer", blank=False, text_layer=prose, width_px=W, height_px=H,
                     image_coverage=1.0)  # fmt: skip
-    assert (d.text_source, d.call_model, d.rule) == ("ocr", True, "scanned_image")
+    assert (d.text_source, d.call_model, d.rule) == ("model", True, "scanned_image")
     d = decide_page("compare", blank=False, text_layer=prose, **common)
-    assert (d.text_source, d.call_model, d.compare) == ("ocr", True, True)
+    assert (d.text_source, d.call_model, d.compare) == ("model", True, True)
     assert not decide_page("compare", blank=False, text_layer=None, **common).compare
     d = decide_page("ocr", blank=False, text_layer=prose, **common)
-    assert (d.text_source, d.call_model, d.rule, d.compare) == ("ocr", True, "policy_ocr", False)
+    assert (d.text_source, d.call_model, d.rule, d.compare) == ("model", True, "policy_ocr", False)
     with pytest.raises(ValueError):
         decide_page("always", blank=False, text_layer=None, **common)

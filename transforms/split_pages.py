@@ -97,6 +97,8 @@ class PageRenderer:
                 width_px=rendered.width_px,
                 height_px=rendered.height_px,
                 text_layer=rendered.text_layer,
+                blank=rendered.blank,
+                image_coverage=rendered.image_coverage,
             )
             yield PageImage(ref=ref, image=rendered.image, image_format=rendered.image_format)
         logger.info(

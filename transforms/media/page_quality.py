@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------------------------
 # Names shared with the pages table and the summary
 
-TEXT_SOURCE_OCR = "ocr"
+TEXT_SOURCE_OCR = "model"  # the model read the page (`pages.text_source`)
 TEXT_SOURCE_TEXT_LAYER = "text_layer"
 TEXT_SOURCE_BLANK = "blank"
 TEXT_SOURCES = (TEXT_SOURCE_OCR, TEXT_SOURCE_TEXT_LAYER, TEXT_SOURCE_BLANK)

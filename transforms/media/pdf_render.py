@@ -37,6 +37,19 @@ class RenderedPage:
     width_px: int
     height_px: int
     text_layer: str | None
+    blank: bool = False  # near-uniform render and no text-layer characters (page_quality)
+    image_coverage: float | None = None  # share of a PDF page covered by raster images
+
+
+# A PNG this many bytes per pixel or larger holds too much detail (or noise) to be a blank
+# page: it is passed on without decoding it to look (a blank render compresses ~20x smaller).
+BLANK_PNG_MAX_BYTES_PER_PIXEL = 0.02
+
+
+def _is_blank(image, text_layer: str | None) -> bool:
+    from vlbeam.transforms.media.page_quality import is_blank
+
+    return is_blank(image, text_layer)
 
 
 def target_size(width: float, height: float, cfg: RenderConfig) -> tuple[int, int]:
@@ -152,9 +165,14 @@ def render_pdf_page(
             ):
                 image = image.crop((0, 0, *want))
         image = image.convert("RGB")
+        from vlbeam.transforms.media.page_quality import page_image_coverage
+
+        coverage = page_image_coverage(page)
     finally:
         page.close()
-    return encoded_page(image, cfg, text_layer)
+    return encoded_page(
+        image, cfg, text_layer, blank=_is_blank(image, text_layer), image_coverage=coverage
+    )
 
 
 def _text_layer(page) -> str | None:
@@ -200,7 +218,9 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
             # already an upright RGB PNG within size: pass the bytes on unchanged. Every
             # chunk's CRC is checked, so a truncated or corrupted file still fails here.
             Image.open(io.BytesIO(data)).verify()
-            return RenderedPage(data, cfg.image_format, image.width, image.height, None)
+            small = len(data) < BLANK_PNG_MAX_BYTES_PER_PIXEL * image.width * image.height
+            return RenderedPage(data, cfg.image_format, image.width, image.height, None,
+                                blank=small and _is_blank(data, None))  # fmt: skip
         if image.format == "JPEG" and w_px < image.width:
             image.draft("RGB", (w_px, h_px))  # decode at reduced size
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
@@ -211,7 +231,7 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
     w_px, h_px = target_size(image.width, image.height, cfg)
     if w_px * h_px < image.width * image.height:  # downscale only: upscaling adds no detail
         image = image.resize((w_px, h_px), Image.Resampling.LANCZOS)
-    return encoded_page(image, cfg, None)
+    return encoded_page(image, cfg, None, blank=_is_blank(image, None))
 
 
 EXIF_ORIENTATION = 0x0112
@@ -230,13 +250,22 @@ def _usable_as_is(image, data: bytes, image_format: str, target_pixels: int) -> 
     )
 
 
-def encoded_page(image, cfg: RenderConfig, text_layer: str | None) -> RenderedPage:
+def encoded_page(
+    image,
+    cfg: RenderConfig,
+    text_layer: str | None,
+    *,
+    blank: bool = False,
+    image_coverage: float | None = None,
+) -> RenderedPage:
     return RenderedPage(
         image=encode_image(image, cfg.image_format),
         image_format=cfg.image_format,
         width_px=image.width,
         height_px=image.height,
         text_layer=text_layer,
+        blank=blank,
+        image_coverage=image_coverage,
     )
 
 
