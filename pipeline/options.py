@@ -19,7 +19,9 @@ from vlbeam.schemas.config import (
     IMAGE_FORMATS,
     PDF_RENDERERS,
     TASKS,
+    TEXT_LAYER_POLICIES,
     ModelConfig,
+    PagePolicy,
     RenderConfig,
 )
 from vlbeam.schemas.run_ids import check_run_id
@@ -147,6 +149,23 @@ class VlbeamOptions(PipelineOptions):
             "attn_implementation",
             default=None,
             help="transformers attention implementation (sdpa, flash_attention_2, eager)",
+        )
+        _flag(
+            parser,
+            "text_layer_policy",
+            default="ocr",
+            choices=TEXT_LAYER_POLICIES,
+            help="ocr: the model reads every page (blank pages excepted); prefer: a page whose "
+            "text layer passes the quality test uses it, no model call; compare: OCR every page "
+            "and record text_layer_agreement where a text layer exists",
+        )
+        _flag(
+            parser,
+            "retry_degenerate",
+            type=int,
+            default=0,
+            help="retry a page whose answer is flagged (repetition, length, empty) up to N "
+            "times at a rising temperature, keeping the best answer",
         )
         _flag(
             parser,
@@ -564,6 +583,10 @@ def model_config(opts: VlbeamOptions) -> ModelConfig:
         max_batch_duration_secs=opts.max_batch_duration_secs,
         attn_implementation=opts.attn_implementation,
     )
+
+
+def page_policy(opts: VlbeamOptions) -> PagePolicy:
+    return PagePolicy(opts.text_layer_policy, opts.retry_degenerate)
 
 
 def parse_tasks(value: str) -> frozenset[str]:

@@ -15,6 +15,7 @@ from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
     model_config,
+    page_policy,
     parse_tasks,
     refuse_unknown_flags,
     render_config,
@@ -71,13 +72,14 @@ def build_pipeline(
 
     to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
     planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
+    policy = page_policy(opts)
     inferred = planned["units"] | "Infer" >> InferUnits(
-        backend, render_cfg, video_cfg, ocr_p, ground_p
+        backend, render_cfg, video_cfg, ocr_p, ground_p, policy
     )
     page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
         lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
     )
-    page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov))
+    page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov, policy))
     grounded = window_results | "Grounding" >> GroundVideo(
         video_prov, queries, gap_s=1.0 / video_cfg.sampling.fps
     )

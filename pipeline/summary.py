@@ -38,11 +38,33 @@ def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: s
     if values.get("model_batches"):
         mean = values["model_batch_requests"] / values["model_batches"]
         lines.insert(-1, f"  batches:   {values['model_batches']} (mean size {mean:.2f})")
+    avoided = {
+        name.split(".", 1)[1]: n
+        for name, n in values.items()
+        if name.startswith("model_calls_avoided.") and n
+    }
+    pages = values.get("pages_ok", 0)
+    page_cost = values.get("page_cost_nano_usd", 0) / 1e9
     if values.get("cost_micro_usd"):
         cost = values["cost_micro_usd"] / 1e6
-        pages = values.get("pages_ok", 0)
-        per_k = f", ${cost / pages * 1000:.4f} per 1,000 pages" if pages else ""
+        per_k = f", ${page_cost / pages * 1000:.4f} per 1,000 pages" if pages else ""
         lines.insert(-1, f"  cost:      ${cost:.4f} (estimated{per_k})")
+    if avoided:
+        read = pages - sum(avoided.values())
+        saved = ""
+        if page_cost and read > 0:
+            saved = f"; about ${page_cost / read * sum(avoided.values()):.4f} saved"
+        rules = ", ".join(f"{n} {rule.replace('_', ' ')}" for rule, n in sorted(avoided.items()))
+        lines.insert(-1, f"  model calls avoided: {rules}{saved}")
+    flagged = sorted(
+        (name.split(".", 1)[1], n)
+        for name, n in values.items()
+        if name.startswith("pages_flagged.") and n
+    )
+    if flagged or values.get("model_retries"):
+        text = ", ".join(f"{flag} {n}" for flag, n in flagged) or "none"
+        retries = f" ({values['model_retries']} retries)" if values.get("model_retries") else ""
+        lines.insert(-1, f"  flagged pages: {text}{retries}")
     by_type = sorted(
         (name.split(".", 1)[1], n)
         for name, n in values.items()

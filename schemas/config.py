@@ -87,6 +87,27 @@ class ModelConfig:
             raise ValueError("max_batch_duration_secs must be positive")
 
 
+TEXT_LAYER_POLICIES = ("ocr", "prefer", "compare")
+
+
+@dataclass(frozen=True)
+class PagePolicy:
+    """Where a page needs the model (`--text-layer-policy`; blank pages never do) and how
+    often a degenerate answer is tried again (`--retry-degenerate`)."""
+
+    text_layer_policy: str = "ocr"
+    retry_degenerate: int = 0
+
+    def __post_init__(self) -> None:
+        if self.text_layer_policy not in TEXT_LAYER_POLICIES:
+            raise ValueError(
+                f"--text-layer-policy must be one of {TEXT_LAYER_POLICIES}, "
+                f"got {self.text_layer_policy!r}"
+            )
+        if not 0 <= self.retry_degenerate <= 5:
+            raise ValueError("--retry-degenerate must be within 0..5")
+
+
 @dataclass(frozen=True)
 class Prompt:
     """A versioned prompt: `prompt_id` lands on every row it produced."""

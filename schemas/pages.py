@@ -3,7 +3,7 @@
 import pyarrow as pa
 
 from vlbeam.schemas.model_call import MODEL_CALL_FIELDS
-from vlbeam.schemas.table_meta import table_metadata
+from vlbeam.schemas.table_meta import list_of, table_metadata
 
 PAGES = pa.schema(
     [
@@ -12,8 +12,14 @@ PAGES = pa.schema(
         pa.field("page_number", pa.int32(), nullable=False),  # 1-based
         pa.field("width_px", pa.int32(), nullable=False),
         pa.field("height_px", pa.int32(), nullable=False),
-        pa.field("text", pa.string(), nullable=True),  # the model's markdown
+        pa.field("text", pa.string(), nullable=True),  # the model's markdown (or see text_source)
         pa.field("text_layer", pa.string(), nullable=True),  # the PDF's own text, if any
+        pa.field("text_source", pa.string(), nullable=False),  # model | text_layer | blank
+        pa.field(
+            "quality_flags", list_of(pa.string()), nullable=False
+        ),  # repetition, length, empty
+        pa.field("text_layer_agreement", pa.float64(), nullable=True),  # 1 - CER (compare)
+        pa.field("retries", pa.int32(), nullable=False),  # --retry-degenerate calls made
         pa.field("model", pa.string(), nullable=False),
         pa.field("backend", pa.string(), nullable=False),
         pa.field("prompt_id", pa.string(), nullable=False),

@@ -2,14 +2,16 @@
 
 `vlbeam.schema_version` changes whenever a column is added, removed, renamed or retyped in
 any table, so a reader can tell which layout a file has without guessing from its columns.
-Version 1 is the unversioned layout written before this key existed (nullable list elements).
+Version 1 is the unversioned layout written before this key existed (nullable list elements);
+version 3 added `pages.text_source`, `quality_flags`, `text_layer_agreement`, `retries` and
+`video_windows.quality_flags`.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 VERSION_KEY = "vlbeam.schema_version"
 TABLE_KEY = "vlbeam.table"
 

@@ -18,6 +18,9 @@ VIDEO_WINDOWS = pa.schema(
         pa.field("backend", pa.string(), nullable=False),
         pa.field("prompt_id", pa.string(), nullable=False),
         pa.field("raw_output", pa.string(), nullable=True),
+        pa.field(
+            "quality_flags", list_of(pa.string()), nullable=False
+        ),  # repetition, length, empty
         *MODEL_CALL_FIELDS,
         pa.field("run_id", pa.string(), nullable=False),
     ],

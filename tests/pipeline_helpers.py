@@ -47,3 +47,14 @@ def fake_handler(inference_fn=echo_inference, **cfg) -> TransformersQwenHandler:
 def run_job(inputs: list[str], out: Path, *extra: str, handler=None):
     argv = [f"--input={pattern}" for pattern in inputs] + [f"--output={out}", *extra]
     return run(argv, model_handler=handler)
+
+
+def inked_page(size: tuple[int, int], background="white", label: str = "A line of text"):
+    """A page image with one line of text on it: cheap, but not blank (blank pages skip the
+    model, so tests that exercise the model path need ink)."""
+    from PIL import ImageDraw, ImageFont
+
+    page = Image.new("RGB", size, background)
+    font = ImageFont.load_default(size=max(11, min(size) // 12))  # still legible downscaled
+    ImageDraw.Draw(page).text((4, 4), label, fill="black", font=font)
+    return page

@@ -40,7 +40,7 @@ from tests.fake_api_server import (
     status,
     unauthorized,
 )
-from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, read_table, run_job
+from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, inked_page, read_table, run_job
 from tests.video_fixtures import constant_rate, is_red, write_video
 from vlbeam.pipeline.prompts import builtin_prompt
 from vlbeam.schemas.elements import VLRequest, VLResult
@@ -542,7 +542,7 @@ def test_every_request_rejected_stops_the_run_early(server, tmp_path, monkeypatc
     server.always(unauthorized(f"Incorrect API key provided: {KEY}"))
     pdf = tmp_path / "in" / "thirty.pdf"
     pdf.parent.mkdir()
-    pages = [Image.new("RGB", (60, 80), "white") for _ in range(30)]
+    pages = [inked_page((60, 80)) for _ in range(30)]
     pages[0].save(pdf, save_all=True, append_images=pages[1:])
     with pytest.raises(RunAborted) as info:
         run_job([str(pdf)], tmp_path / "out",

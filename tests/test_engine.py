@@ -10,7 +10,7 @@ import time
 import pytest
 from PIL import Image
 
-from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, read_table, run_job
+from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, inked_page, read_table, run_job
 from vlbeam.schemas.elements import VLRequest, VLResult
 from vlbeam.transforms.backends.engine import (
     BatchingEngine,
@@ -147,7 +147,7 @@ def test_the_stage_overlaps_rendering_with_the_model_and_bounds_what_is_outstand
     submitted but not answered never exceed the engine's capacity (2 x 4)."""
     pdf = tmp_path / "in" / "doc.pdf"
     pdf.parent.mkdir()
-    pages = [Image.new("RGB", (300, 400), (255, 255 - i, 255)) for i in range(24)]
+    pages = [inked_page((300, 400), (255, 255 - i, 255)) for i in range(24)]
     pages[0].save(pdf, save_all=True, append_images=pages[1:])
 
     log = tmp_path / "batches.log"  # the handler is pickled into the pipeline: log to a file

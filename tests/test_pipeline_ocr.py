@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, read_table, run_job
+from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, inked_page, read_table, run_job
 from vlbeam.schemas.elements import VLResult
 from vlbeam.schemas.errors import ModelNotFound
 
@@ -108,7 +108,7 @@ def poisoned_pdf(path: Path) -> Path:
     """A 14-page PDF whose POISONED pages are solid red; page n of the others shows n bars."""
     pages = []
     for n in range(1, 15):
-        page = Image.new("RGB", (300, 400), "red" if n in POISONED else "white")
+        page = inked_page((300, 400), "red" if n in POISONED else "white")
         if n not in POISONED:
             for bar in range(n):
                 page.paste("black", (20, 20 + bar * 25, 280, 35 + bar * 25))
@@ -188,11 +188,10 @@ def test_whole_batch_dead_letters_become_failure_rows(tmp_path):
 
 
 def test_images_videos_and_junk(tmp_path, corpus):
-    from PIL import Image
 
     src = tmp_path / "in"
     src.mkdir()
-    Image.new("RGB", (3000, 1500), "white").save(src / "photo.dat", format="JPEG")
+    inked_page((3000, 1500)).save(src / "photo.dat", format="JPEG")
     shutil.copy(corpus / "video/good/love2d_sample.ogv", src / "clip.ogv")
     (src / "notes.pdf").write_text("<!DOCTYPE html><html><body>not a pdf</body></html>")
     (src / "empty.pdf").write_bytes(b"")

@@ -15,7 +15,7 @@ from tests.conftest import require_module
 require_module("aiohttp", "openai")
 
 from tests.fake_api_server import Answer, FakeApiServer, Recorded, decode_data_uri
-from tests.pipeline_helpers import read_table, run_job
+from tests.pipeline_helpers import inked_page, read_table, run_job
 from vlbeam.pipeline.summary import format_summary
 
 
@@ -24,7 +24,8 @@ def summary(values: dict) -> list[str]:
 
 
 def test_cost_total_and_per_thousand_pages():
-    lines = summary({"pages_ok": 400, "cost_micro_usd": 1_234_567, "model_loads": 1})
+    lines = summary({"pages_ok": 400, "cost_micro_usd": 1_234_567,
+                     "page_cost_nano_usd": 1_234_567_000, "model_loads": 1})  # fmt: skip
     assert "  cost:      $1.2346 (estimated, $3.0864 per 1,000 pages)" in lines
     # shown just before the model-load line, after failures
     assert lines.index("  cost:      $1.2346 (estimated, $3.0864 per 1,000 pages)") == (
@@ -34,10 +35,28 @@ def test_cost_total_and_per_thousand_pages():
 
 
 def test_cost_per_thousand_pages_is_total_over_pages_times_1000():
-    lines = summary({"pages_ok": 3, "cost_micro_usd": 1_000})  # $0.001 for 3 pages
+    lines = summary({"pages_ok": 3, "cost_micro_usd": 1_000, "page_cost_nano_usd": 1_000_000})
     assert "  cost:      $0.0010 (estimated, $0.3333 per 1,000 pages)" in lines
-    lines = summary({"pages_ok": 1, "cost_micro_usd": 2_500_000})
+    lines = summary({"pages_ok": 1, "cost_micro_usd": 2_500_000,
+                     "page_cost_nano_usd": 2_500_000_000})  # fmt: skip
     assert "  cost:      $2.5000 (estimated, $2500.0000 per 1,000 pages)" in lines
+
+
+def test_cost_per_thousand_pages_counts_page_costs_only():
+    """In a mixed run the video windows' cost is in the total, not in the per-page figure."""
+    lines = summary({"pages_ok": 10, "cost_micro_usd": 5_000_000,  # $5: $1 pages + $4 video
+                     "page_cost_nano_usd": 1_000_000_000})  # fmt: skip
+    assert "  cost:      $5.0000 (estimated, $100.0000 per 1,000 pages)" in lines
+
+
+def test_calls_avoided_cost_saved_and_flagged_pages():
+    lines = summary({"pages_ok": 10, "cost_micro_usd": 2_000_000,
+                     "page_cost_nano_usd": 2_000_000_000, "model_calls_avoided.blank": 2,
+                     "model_calls_avoided.text_layer": 4, "pages_flagged.repetition": 1,
+                     "pages_flagged.length": 3, "model_retries": 2})  # fmt: skip
+    # 4 pages read by the model cost $2: $0.50 each, so 6 avoided calls saved about $3
+    assert "  model calls avoided: 2 blank, 4 text layer; about $3.0000 saved" in lines
+    assert "  flagged pages: length 3, repetition 1 (2 retries)" in lines
 
 
 def test_no_pages_shows_the_total_only_and_no_price_shows_no_cost():
@@ -60,7 +79,7 @@ def sized_answer(rec: Recorded) -> Answer:
 def test_the_jobs_counters_add_up_to_the_tables_cost(tmp_path, capsys):
     pdf = tmp_path / "in" / "five.pdf"
     pdf.parent.mkdir()
-    pages = [Image.new("RGB", (w, 400), "white") for w in WIDTHS]
+    pages = [inked_page((w, 400)) for w in WIDTHS]
     pages[0].save(pdf, save_all=True, append_images=pages[1:])
     out = tmp_path / "out"
     with FakeApiServer(sized_answer) as server:
@@ -86,7 +105,7 @@ def test_the_jobs_counters_add_up_to_the_tables_cost(tmp_path, capsys):
 
 def test_a_free_run_shows_no_cost(tmp_path, capsys):
     pdf = tmp_path / "one.pdf"
-    Image.new("RGB", (100, 100), "white").save(pdf)
+    inked_page((100, 100)).save(pdf)
     with FakeApiServer(sized_answer) as server:
         run_job([str(pdf)], tmp_path / "out", "--backend=openai", "--provider=openai",
                 "--api-model=m", f"--base-url={server.base_url}", "--api-key-env=")  # fmt: skip
@@ -98,7 +117,8 @@ def test_a_free_run_shows_no_cost(tmp_path, capsys):
 
 @pytest.mark.parametrize("pages_ok", [0, 1, 7])
 def test_per_thousand_pages_matches_the_arithmetic(pages_ok):
-    lines = summary({"pages_ok": pages_ok, "cost_micro_usd": 7_000_001})
+    lines = summary({"pages_ok": pages_ok, "cost_micro_usd": 7_000_001,
+                     "page_cost_nano_usd": 7_000_001_000})  # fmt: skip
     [line] = [line for line in lines if line.startswith("  cost:")]
     if pages_ok:
         per_k = 7.000001 / pages_ok * 1000

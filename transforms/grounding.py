@@ -19,6 +19,7 @@ from vlbeam.transforms.media.grounding_parse import (
     merge_spans,
     parse_spans,
 )
+from vlbeam.transforms.media.page_quality import quality_flags
 from vlbeam.transforms.model_call import count_usage, model_call_columns
 from vlbeam.transforms.progress import ProgressLog
 
@@ -48,6 +49,7 @@ def window_row(ref: WindowRef, result: VLResult, prov: Provenance) -> dict:
         "backend": prov.backend,
         "prompt_id": prov.prompt_id,
         "raw_output": result.text,
+        "quality_flags": quality_flags(result.text, result.finish_reason, blank=False),
         **model_call_columns(result, prov),
         "run_id": prov.run_id,
     }

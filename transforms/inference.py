@@ -16,22 +16,39 @@ Output: (PageRef | WindowRef, VLResult) for results that came back, and `failure
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from vlbeam.schemas.config import Prompt, RenderConfig
-from vlbeam.schemas.elements import Failure, PageImage, PageRange, VideoWindow
+from vlbeam.schemas.config import PagePolicy, Prompt, RenderConfig
+from vlbeam.schemas.elements import (
+    Failure,
+    PageImage,
+    PageRange,
+    PageRef,
+    VideoWindow,
+    VLRequest,
+    VLResult,
+)
 from vlbeam.transforms.backends.engine import Engine, InferenceBackend
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.grounding import window_request
 from vlbeam.transforms.helper_dofn import HelperDoFn
-from vlbeam.transforms.ocr import page_request
+from vlbeam.transforms.media.page_quality import (
+    Answer,
+    better_answer,
+    clean_text_layer,
+    decide_page,
+    retry_temperature,
+)
+from vlbeam.transforms.ocr import DEFAULT_POLICY, page_request
 from vlbeam.transforms.split_pages import PageRenderer
 from vlbeam.transforms.split_video import VideoConfig, WindowSampler
 
@@ -70,6 +87,52 @@ def release_engine(key: str) -> None:
     held[0].close()
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A request in flight: its key, the request (for a retry), which attempt it is, and the
+    best answer so far (with --retry-degenerate)."""
+
+    key: object
+    request: VLRequest
+    attempt: int = 0
+    best: tuple[Answer, VLResult] | None = None
+
+
+def page_without_model(page: PageImage, policy: PagePolicy) -> VLResult | None:
+    """The page's result when no model call is needed (blank, or a usable text layer under
+    `--text-layer-policy prefer`); None when the model must read it."""
+    ref = page.ref
+    decision = decide_page(
+        policy.text_layer_policy,
+        blank=ref.blank,
+        text_layer=ref.text_layer,
+        width_px=ref.width_px,
+        height_px=ref.height_px,
+        image_coverage=ref.image_coverage,
+    )
+    if decision.call_model:
+        return None
+    text = clean_text_layer(ref.text_layer or "") if decision.rule == "text_layer" else ""
+    return VLResult(text=text, latency_s=0.0, text_source=decision.text_source)
+
+
+def keep_or_retry(
+    entry: _Pending, result: VLResult, retries: int
+) -> tuple[VLResult | None, _Pending | None]:
+    """With --retry-degenerate: (the answer to keep, None) or (None, the retry to send). A
+    flagged answer is tried again at a rising temperature, up to `retries` times; the best
+    of all attempts (fewest flags, then most useful text) is kept."""
+    answer = Answer.of(result.text, result.finish_reason, attempt=entry.attempt)
+    best = (answer, result)
+    if entry.best is not None and better_answer(entry.best[0], answer) is entry.best[0]:
+        best = entry.best
+    if best[0].flags and entry.attempt < retries:
+        attempt = entry.attempt + 1
+        request = dataclasses.replace(entry.request, temperature=retry_temperature(attempt))
+        return None, _Pending(entry.key, request, attempt, best)
+    return dataclasses.replace(best[1], retries=entry.attempt), None
+
+
 class _InferUnits(HelperDoFn):
     def __init__(
         self,
@@ -78,14 +141,16 @@ class _InferUnits(HelperDoFn):
         video: VideoConfig,
         ocr_prompt: Prompt,
         grounding_prompt: Prompt,
+        policy: PagePolicy = DEFAULT_POLICY,
     ) -> None:
         super().__init__(max(render.max_memory_mb, video.max_memory_mb))
         self._backend = backend
+        self._policy = policy
         self._render, self._video = render, video
         self._ocr_prompt, self._grounding_prompt = ocr_prompt, grounding_prompt
         self._key = uuid.uuid4().hex  # pickled along: every instance in a process shares it
         self._engine: Engine | None = None
-        self._pending: dict[concurrent.futures.Future, object] = {}
+        self._pending: dict[concurrent.futures.Future, _Pending] = {}
         self._loaded_here = False
 
     def setup(self) -> None:
@@ -106,10 +171,15 @@ class _InferUnits(HelperDoFn):
             release_engine(self._key)
         super().teardown()
 
-    def _requests(self, unit) -> Iterator[tuple[object, object] | Failure]:
+    def _requests(self, unit) -> Iterator[tuple[object, VLRequest | VLResult] | Failure]:
+        """(key, request) for the model, (key, result) for a page that needs none, failures."""
         if isinstance(unit, PageRange):
             for page in self._pages.pages(self._helper, unit):
-                yield page_request(page, self._ocr_prompt) if isinstance(page, PageImage) else page
+                if isinstance(page, Failure):
+                    yield page
+                    continue
+                result = page_without_model(page, self._policy)
+                yield (page.ref, result) if result else page_request(page, self._ocr_prompt)
         elif isinstance(unit, VideoWindow):
             frames = self._windows.frames(self._helper, unit)
             yield (
@@ -129,9 +199,16 @@ class _InferUnits(HelperDoFn):
                 yield dead_letter(item)
                 continue
             key, request = item
+            if isinstance(request, VLResult):  # no model call needed
+                Metrics.counter(NAMESPACE, f"model_calls_avoided.{request.text_source}").inc()
+                yield key, request
+                continue
             yield from self._collect(keep=self._engine.capacity - 1)
-            self._pending[self._engine.submit(request)] = key
+            self._submit(_Pending(key, request))
             yield from self._collect(keep=None)
+
+    def _submit(self, entry: _Pending) -> None:
+        self._pending[self._engine.submit(entry.request)] = entry
 
     def finish_bundle(self):
         self._engine.flush()
@@ -142,16 +219,19 @@ class _InferUnits(HelperDoFn):
             Metrics.counter(NAMESPACE, "model_batch_requests").inc(sum(sizes))
 
     def _finish_outputs(self):
-        for out in self._collect(keep=0):
+        for out in self._collect(keep=0, drain=True):
             if isinstance(out, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
             else:
                 yield GlobalWindows.windowed_value(out)
 
-    def _collect(self, keep: int | None):
-        """Emit finished results; with `keep`, first wait until at most `keep` are pending."""
+    def _collect(self, keep: int | None, drain: bool = False):
+        """Emit finished results; with `keep`, first wait until at most `keep` are pending
+        (`drain`: the end of the bundle, so retries sent meanwhile must not wait for a batch)."""
         if keep is not None:
             while len(self._pending) > keep:
+                if drain:
+                    self._engine.flush()
                 done, _ = concurrent.futures.wait(
                     self._pending, return_when=concurrent.futures.FIRST_COMPLETED
                 )
@@ -160,14 +240,22 @@ class _InferUnits(HelperDoFn):
 
     def _emit(self, done):
         for future in done:
-            key = self._pending.pop(future)
+            entry = self._pending.pop(future)
             result = future.result()
             self._engine.check()  # e.g. every API request rejected: stop the run
+            if not result.ok and entry.best is not None:
+                result = dataclasses.replace(entry.best[1], retries=entry.attempt)
+            elif result.ok and self._policy.retry_degenerate and isinstance(entry.key, PageRef):
+                result, retry = keep_or_retry(entry, result, self._policy.retry_degenerate)
+                if retry is not None:
+                    Metrics.counter(NAMESPACE, "model_retries").inc()
+                    self._submit(retry)
+                    continue
             if result.ok:
-                yield key, result
+                yield entry.key, result
             else:
                 yield dead_letter(
-                    key.failure("inference", result.error_type, result.error_message or "")
+                    entry.key.failure("inference", result.error_type, result.error_message or "")
                 )
 
 

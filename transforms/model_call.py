@@ -23,9 +23,13 @@ def model_call_columns(result: VLResult, prov: Provenance) -> dict:
     }
 
 
-def count_usage(result: VLResult) -> None:
-    """Tokens and estimated cost of one model call, in Beam metrics (for the summary)."""
+def count_usage(result: VLResult, page: bool = False) -> None:
+    """Tokens and estimated cost of one model call, in Beam metrics (for the summary). Page
+    costs are also counted on their own (nano-dollars: tiny per-page prices add up exactly
+    enough), for the cost per 1,000 pages and the cost avoided."""
     Metrics.counter(NAMESPACE, "input_tokens").inc(result.input_tokens or 0)
     Metrics.counter(NAMESPACE, "output_tokens").inc(result.output_tokens or 0)
     if result.cost_usd:
         Metrics.counter(NAMESPACE, "cost_micro_usd").inc(round(result.cost_usd * 1e6))
+        if page:
+            Metrics.counter(NAMESPACE, "page_cost_nano_usd").inc(round(result.cost_usd * 1e9))

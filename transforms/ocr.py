@@ -7,20 +7,49 @@ import logging
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from vlbeam.schemas.config import Prompt
+from vlbeam.schemas.config import PagePolicy, Prompt
 from vlbeam.schemas.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
 from vlbeam.transforms.dead_letter import NAMESPACE
+from vlbeam.transforms.media.page_quality import (
+    TEXT_SOURCE_MODEL,
+    quality_flags,
+    text_layer_agreement,
+)
 from vlbeam.transforms.model_call import count_usage, model_call_columns
 from vlbeam.transforms.progress import ProgressLog
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_POLICY = PagePolicy()
 
 
 def page_request(page: PageImage, prompt: Prompt) -> tuple[PageRef, VLRequest]:
     return page.ref, VLRequest(images=(page.image,), prompt=prompt.text)
 
 
-def page_row(ref: PageRef, result: VLResult, prov: Provenance) -> dict:
+def page_quality_columns(ref: PageRef, result: VLResult, policy: PagePolicy) -> dict:
+    """text_source, quality_flags, text_layer_agreement and retries of one page's row."""
+    from_model = result.text_source == TEXT_SOURCE_MODEL
+    compare = (
+        from_model
+        and policy.text_layer_policy == "compare"
+        and bool(ref.text_layer and not ref.text_layer.isspace())
+    )
+    return {
+        "text_source": result.text_source,
+        "quality_flags": quality_flags(result.text, result.finish_reason, ref.blank)
+        if from_model
+        else [],
+        "text_layer_agreement": text_layer_agreement(result.text or "", ref.text_layer)
+        if compare
+        else None,
+        "retries": result.retries,
+    }
+
+
+def page_row(
+    ref: PageRef, result: VLResult, prov: Provenance, policy: PagePolicy = DEFAULT_POLICY
+) -> dict:
     return {
         "doc_id": ref.doc_id,
         "source_uri": ref.source_uri,
@@ -29,6 +58,7 @@ def page_row(ref: PageRef, result: VLResult, prov: Provenance) -> dict:
         "height_px": ref.height_px,
         "text": result.text,
         "text_layer": ref.text_layer,
+        **page_quality_columns(ref, result, policy),
         "model": prov.model,
         "backend": prov.backend,
         "prompt_id": prov.prompt_id,
@@ -40,8 +70,9 @@ def page_row(ref: PageRef, result: VLResult, prov: Provenance) -> dict:
 class ToPageRows(beam.DoFn):
     """(PageRef, VLResult) → a `pages` row, counting tokens in Beam metrics."""
 
-    def __init__(self, prov: Provenance) -> None:
+    def __init__(self, prov: Provenance, policy: PagePolicy = DEFAULT_POLICY) -> None:
         self._prov = prov
+        self._policy = policy
         self._ok = Metrics.counter(NAMESPACE, "pages_ok")
         self._truncated = Metrics.counter(NAMESPACE, "pages_truncated")
         self._progress: ProgressLog | None = None
@@ -52,8 +83,11 @@ class ToPageRows(beam.DoFn):
     def process(self, keyed):
         ref, result = keyed
         self._ok.inc()
-        count_usage(result)
+        count_usage(result, page=True)
         if result.finish_reason == "length":
             self._truncated.inc()
         self._progress.tick()
-        yield page_row(ref, result, self._prov)
+        row = page_row(ref, result, self._prov, self._policy)
+        for flag in row["quality_flags"]:
+            Metrics.counter(NAMESPACE, f"pages_flagged.{flag}").inc()
+        yield row

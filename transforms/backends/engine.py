@@ -190,9 +190,11 @@ class BatchingEngine:
     def _take(self) -> list[tuple[VLRequest, int, Future]]:
         batch, pixels = [], 0
         while self._queue and len(batch) < self._max_size:
-            weight = self._queue[0][1]
+            request, weight, _ = self._queue[0]
             if batch and self._max_pixels and pixels + weight > self._max_pixels:
                 break
+            if batch and request.temperature != batch[0][0].temperature:
+                break  # one generate call samples at one temperature
             batch.append(self._queue.popleft())
             pixels += weight
         self._queued_pixels -= pixels

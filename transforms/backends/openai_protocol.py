@@ -283,8 +283,9 @@ def build_body(cfg: ApiConfig, request: VLRequest, *, stream: bool | None = None
             prompt = f"The images are video frames at these times (seconds): {times}.\n{prompt}"
         body["prompt"] = prompt
     body[cfg.max_tokens_field] = request.max_new_tokens or cfg.max_tokens
-    if cfg.temperature is not None:
-        body["temperature"] = cfg.temperature
+    temperature = cfg.temperature if request.temperature is None else request.temperature
+    if temperature is not None:
+        body["temperature"] = temperature
     if cfg.top_p is not None:
         body["top_p"] = cfg.top_p
     if cfg.seed is not None:

@@ -188,9 +188,13 @@ def generate_batch(
         if name in inputs:
             inputs[name] = inputs[name].to(model.dtype)
     limits = [r.max_new_tokens or cfg.max_new_tokens for r in batch]
+    sampling: dict[str, Any] = {"do_sample": cfg.do_sample}
+    temperature = batch[0].temperature  # the engine batches one temperature at a time
+    if temperature:  # a retry of a degenerate answer: sample
+        sampling = {"do_sample": True, "temperature": temperature}
     started = time.perf_counter()
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=max(limits), do_sample=cfg.do_sample)
+        output = model.generate(**inputs, max_new_tokens=max(limits), **sampling)
     latency = time.perf_counter() - started
     prompt_len = inputs["input_ids"].shape[1]
     input_tokens = inputs["attention_mask"].sum(dim=1).tolist()

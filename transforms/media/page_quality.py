@@ -27,18 +27,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vlbeam.schemas.config import TEXT_LAYER_POLICIES
+
 if TYPE_CHECKING:
     from PIL import Image
 
 # ---------------------------------------------------------------------------------------------
 # Names shared with the pages table and the summary
 
-TEXT_SOURCE_OCR = "model"  # the model read the page (`pages.text_source`)
+TEXT_SOURCE_MODEL = "model"  # the model read the page (`pages.text_source`)
 TEXT_SOURCE_TEXT_LAYER = "text_layer"
 TEXT_SOURCE_BLANK = "blank"
-TEXT_SOURCES = (TEXT_SOURCE_OCR, TEXT_SOURCE_TEXT_LAYER, TEXT_SOURCE_BLANK)
+TEXT_SOURCES = (TEXT_SOURCE_MODEL, TEXT_SOURCE_TEXT_LAYER, TEXT_SOURCE_BLANK)
 
-TEXT_LAYER_POLICIES = ("ocr", "prefer", "compare")
 
 FLAG_REPETITION = "repetition"
 FLAG_LENGTH = "length"
@@ -766,10 +767,10 @@ def decide_page(
         usable, reason = text_layer_usable(text_layer, width_px, height_px, image_coverage)
         if usable:
             return PageDecision(TEXT_SOURCE_TEXT_LAYER, call_model=False, rule="text_layer")
-        return PageDecision(TEXT_SOURCE_OCR, call_model=True, rule=reason)
+        return PageDecision(TEXT_SOURCE_MODEL, call_model=True, rule=reason)
     has_layer = bool(text_layer and not text_layer.isspace())
     return PageDecision(
-        TEXT_SOURCE_OCR,
+        TEXT_SOURCE_MODEL,
         call_model=True,
         rule="policy_" + policy,
         compare=policy == "compare" and has_layer,
