@@ -1,0 +1,65 @@
+"""The built wheel, not the editable checkout, holds everything a worker needs: every
+subpackage of every layer, the packaged prompts, and a helper process that starts from it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def unpacked_wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    [wheel] = out.glob("vlbeam-*.whl")
+    site = out / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    return site
+
+
+def test_the_wheel_has_every_package_and_the_prompts(unpacked_wheel):
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]
+    for package in packages:
+        folder = unpacked_wheel.joinpath(*package.split("."))
+        assert (folder / "__init__.py").is_file(), package
+    # every module of the checkout is in the wheel
+    for top in ("pipeline", "transforms", "schemas", "runners"):
+        for path in (REPO / top).rglob("*.py"):
+            assert (unpacked_wheel / "vlbeam" / path.relative_to(REPO)).is_file(), path
+    assert list((unpacked_wheel / "vlbeam" / "pipeline" / "prompts").glob("*.txt"))
+
+
+@pytest.mark.timeout(120)
+def test_the_helper_process_and_prompts_resolve_from_the_wheel(unpacked_wheel):
+    code = f"""
+import vlbeam.pipeline.prompts as prompts, vlbeam.transforms.media.helper_process as helper
+assert prompts.__file__.startswith({str(unpacked_wheel)!r}), prompts.__file__
+assert helper.__file__.startswith({str(unpacked_wheel)!r}), helper.__file__
+assert prompts.builtin_prompt("ocr_markdown_v1").text
+worker = helper.HelperProcess()
+data = open({str(REPO / "samples" / "born_digital.pdf")!r}, "rb").read()
+assert worker.count_pages("0" * 64, data, None) == 1
+worker.close()
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": str(unpacked_wheel)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=unpacked_wheel, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"
