@@ -19,6 +19,7 @@
    before the last page was rendered.
 3. Peak memory (largest process, RSS, sampled every 0.2 s) of an API OCR job (instant server)
    over a PDF of N1 vs N2 pages, on the in-process runner.
+4. The same for grounding a 1080p video of M1 vs M2 minutes (needs the ffmpeg CLI).
 
     .venv/bin/python bench/bench_inference_flow.py                 # everything (~15 min)
     .venv/bin/python bench/bench_inference_flow.py --only api --pages 192
@@ -374,16 +375,50 @@ def memory(page_counts: list[int]) -> list[dict]:
     return rows
 
 
+def long_video(path: Path, minutes: float) -> Path:
+    """A 1080p H.264 video of `minutes` (ffmpeg's test pattern at 5 fps, keyframe every 2 s)."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi",
+         "-i", f"testsrc2=size=1920x1080:rate=5:duration={minutes * 60}",
+         "-c:v", "libx264", "-preset", "ultrafast", "-g", "10", "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def video_memory(minute_counts: list[float]) -> list[dict]:
+    """Peak memory of grounding a long 1080p video (API backend, instant server)."""
+    work = Path(tempfile.mkdtemp(prefix="vlbeam-vmem-"))
+    server = LatencyServer("fixed", 0.0).start()
+    rows = []
+    for minutes in minute_counts:
+        video = long_video(work / f"v{minutes:g}.mp4", minutes)
+        mb, wall = peak_rss_mb(
+            [*VLBEAM, "run", f"--input={video}", f"--output={work / f'out{minutes:g}'}",
+             "--tasks=grounding", "--backend=openai", "--provider=openai",
+             f"--base-url={server.base_url}", "--api-model=bench", "--api-key-env=",
+             "--no-preflight", "--max-concurrency=16"]
+        )  # fmt: skip
+        row = {"minutes": minutes, "peak_rss_mib": round(mb, 1), "wall_s": round(wall, 1),
+               "windows": len(server.records)}  # fmt: skip
+        server.records = []
+        rows.append(row)
+        print(f"  {minutes:>4g} min 1080p: largest process peaked at {mb:,.0f} MiB "
+              f"({row['windows']} windows, {wall:.0f} s)", flush=True)  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["api", "local", "memory"], action="append")
+    parser.add_argument("--only", choices=["api", "local", "memory", "video"], action="append")
     parser.add_argument("--pages", type=int, default=192, help="API flow: pages per run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--local-pages", type=int, default=100)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--memory-pages", type=int, nargs="+", default=[500, 5000])
+    parser.add_argument("--video-minutes", type=float, nargs="+", default=[5, 60])
     args = parser.parse_args()
-    only = set(args.only or ["api", "local", "memory"])
+    only = set(args.only or ["api", "local", "memory", "video"])
     results: dict = {}
     if "api" in only:
         print("1. API flow: vlbeam run --backend openai against a latency server")
@@ -409,6 +444,13 @@ def main() -> None:
         if len(rows) >= 2:
             ratio = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
             print(f"  ratio {rows[-1]['pages']} / {rows[0]['pages']} pages: {ratio:.2f}x")
+    if "video" in only:
+        print("4. Peak memory of grounding a long 1080p video (instant server), in-process runner")
+        rows = video_memory(args.video_minutes)
+        results["video_memory"] = rows
+        if len(rows) >= 2:
+            ratio = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
+            print(f"  ratio {rows[-1]['minutes']:g} / {rows[0]['minutes']:g} min: {ratio:.2f}x")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "inference_flow.json"
     previous = json.loads(path.read_text()) if path.exists() else {}

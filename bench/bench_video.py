@@ -28,7 +28,8 @@
    end of a video is expected when the last instant falls inside the last frame's
    duration (no frame is presented at or after it).
 2. Memory. A short and a long 320x240 30 fps video (5 and 60 minutes by default)
-   go through the real Beam transform `SplitVideo` on `FnApiRunner` in a fresh
+   go through the job's video planning (`PlanWork`) and decoding (`WindowSampler`) on
+   `FnApiRunner` in a fresh
    Python process each; frames are counted, not kept. The RSS of the whole process
    tree (the Beam process plus the HelperProcess helper) is sampled with psutil every
    0.1 s; each process's own peak (VmHWM) is reported too. Claim under test: peak
@@ -393,23 +394,44 @@ def _hwm_kb(pid: int | str = "self") -> int:
 
 
 def memory_child(path: str) -> None:
-    """Runs SplitVideo over one video on FnApiRunner; prints RESULT json lines."""
+    """Runs the job's video planning (PlanWork) and window decoding (WindowSampler, as the
+    inference stage drives it) over one video on FnApiRunner; prints RESULT json lines."""
     import apache_beam as beam
 
+    from vlbeam.schemas.config import RenderConfig
+    from vlbeam.schemas.elements import WindowFrames
     from vlbeam.transforms.ingest import identify_file
-    from vlbeam.transforms.split_video import SplitVideo, VideoConfig
+    from vlbeam.transforms.plan import PlanWork
+    from vlbeam.transforms.split_video import VideoConfig, WindowSampler
+
+    class DecodeWindows(beam.DoFn):
+        def setup(self):
+            from vlbeam.transforms.media.helper_process import HelperProcess
+
+            self._helper = HelperProcess(VideoConfig().max_memory_mb)
+            self._sampler = WindowSampler(VideoConfig())
+
+        def teardown(self):
+            self._helper.close()
+
+        def process(self, window):
+            out = self._sampler.frames(self._helper, window)
+            if isinstance(out, WindowFrames):
+                yield len(out.frames)
+            else:
+                yield beam.pvalue.TaggedOutput("failures", out)
 
     source, _ = identify_file(path)
     t0 = time.perf_counter()
     with beam.Pipeline(runner="FnApiRunner") as pipeline:
-        split = pipeline | beam.Create([source]) | SplitVideo(VideoConfig())
-        frames = (
-            split["windows"]
-            | "Frames" >> beam.Map(lambda w: len(w.frames))
-            | "SumFrames" >> beam.CombineGlobally(sum)
+        planned = pipeline | beam.Create([source]) | PlanWork(RenderConfig(), VideoConfig())
+        decoded = planned["units"] | beam.ParDo(DecodeWindows()).with_outputs(
+            "failures", main="frames"
         )
-        windows = split["windows"] | "CountWindows" >> beam.combiners.Count.Globally()
-        failures = split["failures"] | "CountFailures" >> beam.combiners.Count.Globally()
+        frames = decoded.frames | "SumFrames" >> beam.CombineGlobally(sum)
+        windows = decoded.frames | "CountWindows" >> beam.combiners.Count.Globally()
+        failures = (planned["failures"], decoded.failures) | beam.Flatten()
+        failures = failures | "CountFailures" >> beam.combiners.Count.Globally()
         for tag, pcoll in (("frames", frames), ("windows", windows), ("failures", failures)):
             _ = pcoll | f"Emit{tag}" >> beam.Map(
                 lambda n, tag=tag: print(f"RESULT {json.dumps({tag: n})}", flush=True)
@@ -433,7 +455,7 @@ def measure_memory(path: Path, interval_s: float = 0.1) -> dict[str, Any]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     root = psutil.Process(proc.pid)
     peak_total, samples = 0, 0
-    helper_hwm_kb: dict[int, int] = {}  # SplitVideo's two DoFns each start a helper
+    helper_hwm_kb: dict[int, int] = {}  # planning and decoding each start a helper
     while proc.poll() is None:
         try:
             tree = [root, *root.children(recursive=True)]
@@ -543,7 +565,8 @@ def _memory_table(memory: dict[str, Any]) -> list[str]:
     short, long = memory["short"], memory["long"]
     w, h = memory["size"]
     lines = [
-        f"Memory (SplitVideo on FnApiRunner, VideoConfig defaults (2 fps), {w}x{h} {RATE} fps)",
+        f"Memory (video planning + decoding on FnApiRunner, VideoConfig defaults (2 fps), "
+        f"{w}x{h} {RATE} fps)",
         f"{'video':<8} {'wall s':>7} {'windows':>7} {'frames':>7} {'failures':>8} "
         f"{'tree peak MB':>12} {'beam proc MB':>12} {'helper MB':>9}",
     ]
@@ -558,7 +581,7 @@ def _memory_table(memory: dict[str, Any]) -> list[str]:
         f"Beam process peak {memory['ratio_beam_peak']:.2f}, "
         f"helper peak {memory['ratio_helper_peak']:.2f}",
         "(tree peak: sum over the process tree, sampled every 0.1 s; Beam process and "
-        "helper: their own peak RSS (VmHWM), the larger of SplitVideo's two helpers)",
+        "helper: their own peak RSS (VmHWM), the larger of the two helpers)",
     ]
     return lines
 
@@ -600,12 +623,6 @@ def main() -> None:
     global BASELINE
     if args.baseline:
         BASELINE = load_baseline(args.baseline)
-    if not args.skip_memory:
-        try:
-            from vlbeam.transforms.split_video import SplitVideo  # noqa: F401
-        except ImportError:
-            log("memory: skipped (this tree has no SplitVideo transform)")
-            args.skip_memory = True
 
     tmp = None
     if args.video_dir:

@@ -6,21 +6,19 @@ left running afterwards, and a server that exits at once failing the job with it
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import re
 import signal
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
-from PIL import Image
 
 from tests.conftest import require_module
-from tests.pipeline_helpers import SAMPLES_GLOB, read_table, run_job
+from tests.pipeline_helpers import SAMPLES_GLOB, inked_page, read_table, run_job
 from tests.video_fixtures import constant_rate, write_video
 
 require_module("fastapi", "dev")
@@ -90,50 +88,61 @@ def test_ocr_and_video_job_through_a_managed_server(serve_env, tmp_path):
     assert server_processes() == []
 
 
-def _kill_when_busy(started_pids: list[int], stop: threading.Event) -> None:
-    """Watch for the server; once it has answered for a moment, kill -9 its whole group, then
-    keep recording the pids of servers started after it."""
+class _Answered(logging.Handler):
+    """Counts the chat requests the server has answered (its access log, forwarded)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "POST /v1/chat/completions" in record.getMessage():
+            self.count += 1
+
+
+def _kill_when_busy(started_pids: list[int], answered: _Answered, stop: threading.Event) -> None:
+    """Once the server has answered a few requests (the rest still to come), kill -9 its whole
+    group, then keep recording the pids of servers started after it."""
     killed = False
     while not stop.is_set():
         for proc in server_processes():
             if proc.pid not in started_pids:
                 started_pids.append(proc.pid)
-            if killed:
-                continue
-            port = re.search(r"--port (\d+)", " ".join(proc.cmdline()))
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/v1/models", timeout=1)
-            except Exception:
-                continue
-            time.sleep(2.0)  # requests are in flight now
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
-            killed = True
-        time.sleep(0.2)
+            if not killed and answered.count >= 3:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+                killed = True
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_kill_9_mid_run_restarts_the_server_and_loses_nothing(serve_env, tmp_path):
-    pdf = tmp_path / "in" / "twelve.pdf"
+    pdf = tmp_path / "in" / "forty.pdf"
     pdf.parent.mkdir()
-    pages = [Image.new("RGB", (200, 260), (255, 250 - 9 * i, 255)) for i in range(12)]
+    pages = [inked_page((200, 260), (255, 250 - 5 * i, 255)) for i in range(40)]
     pages[0].save(pdf, save_all=True, append_images=pages[1:])
     started: list[int] = []
     stop = threading.Event()
-    watcher = threading.Thread(target=_kill_when_busy, args=(started, stop), daemon=True)
+    answered = _Answered()
+    server_log = logging.getLogger("vlbeam.transforms.backends.managed_server")
+    server_log.addHandler(answered)
+    server_log.setLevel(logging.DEBUG)
+    watcher = threading.Thread(target=_kill_when_busy, args=(started, answered, stop), daemon=True)
     watcher.start()
     out = tmp_path / "out"
     try:
-        run_job([str(pdf)], out, *managed_args("--max-new-tokens=24", "--max-concurrency=2",
+        run_job([str(pdf)], out, *managed_args("--max-new-tokens=96", "--max-concurrency=2",
                                               "--target-long-side=256"))  # fmt: skip
     finally:
         stop.set()
         watcher.join(timeout=10)
+        server_log.removeHandler(answered)
+    assert 3 <= answered.count < 40 + 3  # killed mid-run, answered again after the restart
     assert len(started) == 2, "the server was killed once and started again"
     assert read_table(out, "failures") == []
     numbers = sorted(p["page_number"] for p in read_table(out, "pages"))
-    assert numbers == list(range(1, 13))  # every page exactly once
+    assert numbers == list(range(1, 41))  # every page exactly once
     assert server_processes() == []
 
 
