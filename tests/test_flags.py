@@ -175,3 +175,30 @@ def test_run_itself_refuses_a_misspelled_flag_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="did you mean --max-concurrency"):
         run_job([SAMPLES_GLOB], out, "--max-concurency=64", handler=fake_handler())
     assert not out.exists()
+
+
+def test_an_explicit_max_batch_size_is_honoured_or_refused_never_replaced(tmp_path, tiny_model):
+    """Local models batch exactly --max-batch-size; a backend without batches refuses the flag
+    instead of silently running with something else."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from tests.pipeline_helpers import SAMPLES_GLOB, run_job
+    from vlbeam.pipeline.options import VlbeamOptions, model_config
+    from vlbeam.pipeline.run import make_backend
+    from vlbeam.schemas.config import ModelConfig
+
+    opts = PipelineOptions(["--max-batch-size=3"]).view_as(VlbeamOptions)
+    assert model_config(opts).max_batch_size == 3
+    default = PipelineOptions([]).view_as(VlbeamOptions)
+    assert model_config(default).max_batch_size == ModelConfig().max_batch_size
+    backend = make_backend(
+        PipelineOptions(["--model=tiny-random", "--max-batch-size=3"]).view_as(VlbeamOptions)
+    )
+    engine = backend.create_engine()  # loads the tiny checkpoint
+    assert engine.capacity == 2 * 3
+    engine.close()
+    for name in ("openai", "vllm"):
+        with pytest.raises(ValueError, match="--max-batch-size sets the batch of a local model"):
+            run_job([SAMPLES_GLOB], tmp_path / name, f"--backend={name}",
+                    "--max-batch-size=4", "--base-url=http://127.0.0.1:9/v1", "--api-key-env=",
+                    "--no-preflight")  # fmt: skip
