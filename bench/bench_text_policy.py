@@ -17,9 +17,10 @@ time per page on a sample of the pages, from which the model time each policy sa
 estimated (avoided calls x mean time per call, minus the checks' cost as a stage would pay it:
 pixels are looked at only for pages without a text layer).
 
-TODO(#15, after wiring): measure the saving end to end, `vlbeam run --text-layer-policy ocr`
-against `prefer` over the same corpus with `--model tiny-random`, once the stages use these
-functions; the estimate here leaves out batching effects (fewer pages, smaller batches).
+`--end-to-end FILE...`: the saving measured through the job itself: `vlbeam run
+--model tiny-random --text-layer-policy ocr` against `prefer` on the given corpus PDFs (relative
+to `<corpus>/pdf/good`), wall time and the summary's model calls avoided, each run in a fresh
+process, the two policies alternated.
 
 Run: `.venv/bin/python bench/bench_text_policy.py [--quick] [--no-model] [--corpus DIR]
 [--out FILE] [--max-pages-per-file N] [--model-pages N] [--max-new-tokens N]`.
@@ -193,6 +194,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-model", action="store_true", help="skip the tiny-model timing")
     parser.add_argument("--model-pages", type=int, default=8, help="pages timed with the model")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--end-to-end", nargs="+", metavar="FILE", help="vlbeam run ocr vs prefer on these PDFs"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.max_pages_per_file = args.max_pages_per_file or 20
@@ -200,8 +204,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def end_to_end(root: Path, files: list[str], max_new_tokens: int) -> dict:
+    """`vlbeam run` with the tiny model, `ocr` vs `prefer`: wall time and calls avoided."""
+    import re
+    import subprocess
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="vlbeam-policy-"))
+    inputs = [f"--input={root / 'pdf' / 'good' / name}" for name in files]
+    runs: dict[str, list[dict]] = {"ocr": [], "prefer": []}
+    for round_ in range(2):
+        order = ("ocr", "prefer") if round_ == 0 else ("prefer", "ocr")
+        for policy in order:
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "vlbeam.pipeline.cli", "run", *inputs,
+                 f"--output={work / f'{policy}{round_}'}", "--model=tiny-random",
+                 f"--text-layer-policy={policy}", f"--max-new-tokens={max_new_tokens}",
+                 "--max-batch-size=8"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            wall = time.perf_counter() - started
+            avoided = re.search(r"model calls avoided: (.*)", done.stdout)
+            pages = re.search(r"pages:\s+(\d+) OCR'd", done.stdout)
+            runs[policy].append({
+                "wall_s": round(wall, 2),
+                "pages": int(pages.group(1)) if pages else None,
+                "avoided": avoided.group(1) if avoided else "",
+            })  # fmt: skip
+            print(f"  {policy:7s} round {round_}: {wall:6.1f} s, avoided: "
+                  f"{runs[policy][-1]['avoided'] or '-'}", flush=True)  # fmt: skip
+    best = {p: min(r["wall_s"] for r in rs) for p, rs in runs.items()}
+    print(f"  prefer / ocr wall time (best of 2 each): {best['prefer'] / best['ocr']:.2f}")
+    return {"files": files, "runs": runs, "best_wall_s": best,
+            "prefer_over_ocr": round(best["prefer"] / best["ocr"], 3)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.end_to_end:
+        print("end to end, vlbeam run --model tiny-random, ocr vs prefer:")
+        result = end_to_end(corpus_root(args.corpus), args.end_to_end, args.max_new_tokens)
+        out = args.out.with_name(args.out.stem + "_end_to_end.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(f"wrote {out}")
+        return
     root = corpus_root(args.corpus)
     started = time.perf_counter()
     print(f"load average at start: {os.getloadavg()}, cpus: {os.cpu_count()}")

@@ -199,7 +199,7 @@ def test_count_pages_zero_pages_raises_no_pages(monkeypatch) -> None:
             self.closed = True
 
     doc = _EmptyDoc()
-    monkeypatch.setattr(pdf_render, "open_pdf", lambda data, password=None: doc)
+    monkeypatch.setattr(pdf_render, "open_pdf", lambda data, password=None, path=None: doc)
     with pytest.raises(NoPages):
         pdf_render.count_pages(b"%PDF-1.7")
     assert doc.closed

@@ -51,41 +51,33 @@ def plan_pages(
         num_pages = 1
     else:  # each document is planned once: no need to keep its bytes
         password = pdf_password(cfg, source.uri, source.doc_id)  # never in the options
-        num_pages = helper.count_pages(source.doc_id, read_bytes(source.uri), password)
+        num_pages = helper.count_pages(source.doc_id, source.uri, password)  # read by it
     return DocumentFacts(source.uri, num_pages=num_pages), page_ranges(
         source, num_pages, cfg.pages_per_task
     )
 
 
 class PageRenderer:
-    """Renders page ranges through a helper process, keeping the last file's bytes so
-    consecutive ranges of one PDF read it once."""
+    """Renders page ranges through a helper process, which reads each document itself from
+    its URI (this process never holds a document's bytes) and keeps it open across the
+    consecutive ranges of one PDF."""
 
     def __init__(self, cfg: RenderConfig) -> None:
         self._cfg = cfg
-        self._uri: str | None = None
-        self._data = b""
         self._rendered = Metrics.counter(NAMESPACE, "pages_rendered")
-
-    def _bytes(self, uri: str) -> bytes:
-        if uri != self._uri:
-            self._uri, self._data = None, read_bytes(uri)
-            self._uri = uri
-        return self._data
 
     def pages(self, helper: HelperProcess, task: PageRange) -> Iterator[PageImage | Failure]:
         """Each page of the range, rendered, or a `render` failure for that page."""
         source = task.source
         try:
-            data = self._bytes(source.uri)
             cfg = with_pdf_password(self._cfg, source.uri, source.doc_id)
-        except Exception as exc:  # unreadable file or passwords file: every page fails
+        except Exception as exc:  # an unreadable passwords file: every page fails
             for page in task.page_numbers:
                 yield _render_failure(exc, source, page)
             return
         for page in task.page_numbers:
             try:
-                rendered = helper.render(source.doc_id, data, source.kind, page, cfg)
+                rendered = helper.render(source.doc_id, source.uri, source.kind, page, cfg)
             except Exception as exc:
                 yield _render_failure(exc, source, page)
                 continue

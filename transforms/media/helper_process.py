@@ -115,8 +115,10 @@ class HelperProcess:
             raise RemoteError(name, message)
         return reply["result"]
 
-    def _doc_fields(self, doc_id: str, data: bytes, kind: str, password: str | None) -> dict:
-        # Send the bytes only when the child doesn't already hold this document.
+    def _doc_fields(self, doc_id: str, data: bytes | str, kind: str, password: str | None) -> dict:
+        """`data`: the document's URI (the child reads the file itself: nothing crosses the
+        pipe, and a local file is read by pdfium part by part), or its bytes. Sent only when
+        the child doesn't already hold this document."""
         same = self._open_doc == doc_id and self._proc is not None and self._proc.poll() is None
         return {
             "doc_id": doc_id,
@@ -125,7 +127,7 @@ class HelperProcess:
             "data": None if same else data,
         }
 
-    def count_pages(self, doc_id: str, data: bytes, password: str | None) -> int:
+    def count_pages(self, doc_id: str, data: bytes | str, password: str | None) -> int:
         request = {"op": "count", **self._doc_fields(doc_id, data, "pdf", password)}
         return self._call(request, OPEN_TIMEOUT_S, "opening the PDF")
 
@@ -138,7 +140,9 @@ class HelperProcess:
         request = {"op": "video_window", "uri": uri, "start": start_s, "end": end_s, "cfg": cfg}
         return self._call(request, timeout_s, f"decoding {start_s:.1f}-{end_s:.1f} s")
 
-    def render(self, doc_id: str, data: bytes, kind: str, page_number: int, cfg: RenderConfig):
+    def render(
+        self, doc_id: str, data: bytes | str, kind: str, page_number: int, cfg: RenderConfig
+    ):
         request = {
             "op": "render",
             "page": page_number,
@@ -170,6 +174,9 @@ class _ChildState:
         self.password: str | None = None
         self.pages_since_open = 0
         self.tmp_path: str | None = None
+        self.path: str | None = None  # the document on local disk, when opened from a URI
+        self.copied: str | None = None  # a remote document's local copy (removed at close)
+        self.mapped = None  # the mmap behind `data`, when opened from a URI
         self.video_uri: str | None = None
         self.video = None  # (container, VideoInfo)
 
@@ -194,20 +201,54 @@ class _ChildState:
 
         if request["data"] is not None:
             self.close()
-            pdf = request["kind"] == "pdf"
-            doc = open_pdf(request["data"], request["password"]) if pdf else None
-            self.doc_id, self.data, self.doc = request["doc_id"], request["data"], doc
-            self.password = request["password"]
+            source = request["data"]
+            if isinstance(source, str):  # a URI: read here, mapped, never whole in memory
+                self.path = self._local(source)
+                self.data = self._map(self.path)
+            else:
+                self.data = source
+            self.doc_id, self.password = request["doc_id"], request["password"]
+            if request["kind"] == "pdf":
+                self.doc = open_pdf(self.data, self.password, self.path)
         elif request["doc_id"] != self.doc_id:
             raise RuntimeError("protocol error: document not open")
         elif self.doc is not None and self.pages_since_open >= REOPEN_EVERY_PAGES:
             self.doc.close()
-            self.doc, self.pages_since_open = open_pdf(self.data, self.password), 0
+            self.doc, self.pages_since_open = None, 0
+            self.doc = open_pdf(self.data, self.password, self.path)
+
+    def _local(self, uri: str) -> str:
+        """A local path for `uri`: itself, or (gs://, s3://, ...) a temporary copy."""
+        if "://" not in uri:
+            return uri
+        import shutil
+        import tempfile
+
+        from apache_beam.io.filesystems import FileSystems
+
+        handle, self.copied = tempfile.mkstemp(suffix=".pdf", prefix="vlbeam-")
+        with (
+            os.fdopen(handle, "wb") as out,
+            FileSystems.open(uri, compression_type="uncompressed") as src,
+        ):
+            shutil.copyfileobj(src, out, 1 << 20)
+        return self.copied
+
+    def _map(self, path: str):
+        import mmap
+
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return b""
+            self.mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self.mapped
 
     def pdf_path(self) -> str:
         """The current PDF as a temporary file (poppler reads files), written once."""
         import tempfile
 
+        if self.path is not None:
+            return self.path
         if self.tmp_path is None:
             handle, self.tmp_path = tempfile.mkstemp(suffix=".pdf", prefix="vlbeam-")
             with os.fdopen(handle, "wb") as out:
@@ -217,10 +258,15 @@ class _ChildState:
     def close(self) -> None:
         if self.doc is not None:
             self.doc.close()
-        if self.tmp_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.tmp_path)
+        if self.mapped is not None:
+            with contextlib.suppress(BufferError):
+                self.mapped.close()
+        for temporary in (self.tmp_path, self.copied):
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
         self.doc_id = self.data = self.doc = self.password = self.tmp_path = None
+        self.path = self.copied = self.mapped = None
         self.pages_since_open = 0
 
 
@@ -237,12 +283,12 @@ def _handle(state: _ChildState, request: dict):
     state.open(request)
     if request["op"] == "count":
         try:
-            return count_pages(state.data, request["password"])
+            return count_pages(state.data, request["password"], state.path)
         finally:
             state.close()  # planning needs the count only: free the document now
     if request["op"] == "render":
         if request["kind"] == "image":
-            return render_image(state.data, request["cfg"])
+            return render_image(bytes(state.data), request["cfg"])
         cfg = request["cfg"]
         path = state.pdf_path() if cfg.renderer == "pdf2image" else None
         state.pages_since_open += 1

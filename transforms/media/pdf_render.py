@@ -77,19 +77,22 @@ def target_size(width: float, height: float, cfg: RenderConfig) -> tuple[int, in
     return w_px, h_px
 
 
-def open_pdf(data: bytes, password: str | None = None):
+def open_pdf(data, password: str | None = None, path: str | None = None):
     """Open a PDF with pypdfium2: no password (i.e. the empty one) first, then `password`
-    as given and in its SASLprep form (AES-256 R6 files need the latter)."""
+    as given and in its SASLprep form (AES-256 R6 files need the latter).
+
+    `data`: the file's bytes, or a read-only mmap of it. With `path` (the same file on local
+    disk) pdfium reads the file itself, part by part, instead of taking all of it in memory."""
     import pypdfium2 as pdfium
 
-    if not data:
+    if not len(data):
         raise InvalidPdf("file is empty (0 bytes)")
     tries: list[str | None] = [None]
     if password:
         tries += dict.fromkeys([password, saslprep(password)])
     for pw in tries:
         try:
-            doc = pdfium.PdfDocument(data, password=pw)
+            doc = pdfium.PdfDocument(path if path is not None else data, password=pw)
         except pdfium.PdfiumError:
             continue
         with contextlib.suppress(pdfium.PdfiumError):
@@ -97,7 +100,7 @@ def open_pdf(data: bytes, password: str | None = None):
         return doc
     # pdfium's error text is a process-wide "last error" that can be stale, so decide
     # from the file itself whether it is encrypted.
-    if b"/Encrypt" in data:
+    if data.find(b"/Encrypt") != -1:
         if password:
             raise EncryptedPdf("PDF is encrypted and the given --pdf-password is wrong")
         raise EncryptedPdf("PDF is encrypted with a user password; pass --pdf-password to open it")
@@ -119,8 +122,8 @@ def saslprep(password: str) -> str:
     return unicodedata.normalize("NFKC", mapped)
 
 
-def count_pages(data: bytes, password: str | None = None) -> int:
-    doc = open_pdf(data, password)
+def count_pages(data, password: str | None = None, path: str | None = None) -> int:
+    doc = open_pdf(data, password, path)
     try:
         n = len(doc)
     finally:
