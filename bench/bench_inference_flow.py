@@ -347,12 +347,17 @@ def local_backend(pages: int, batch: int) -> dict:
 # -- 3. memory ------------------------------------------------------------------------------------
 
 
+PEAKS_BY_ROLE: dict[str, int] = {}
+
+
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
-    """(largest single-process peak RSS in MiB over the process tree, wall seconds)."""
+    """(largest single-process peak RSS in MiB over the process tree, wall seconds); the peak
+    of each kind of process (the job, its helper) goes in PEAKS_BY_ROLE."""
     import psutil
 
     started = time.monotonic()
     peak = 0
+    PEAKS_BY_ROLE.clear()
     with tempfile.TemporaryFile() as log:  # not a pipe: a chatty run would block on a full one
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
         root = psutil.Process(proc.pid)
@@ -360,7 +365,10 @@ def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
             with contextlib.suppress(psutil.Error):
                 for p in [root, *root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
-                        peak = max(peak, p.memory_info().rss)
+                        rss = p.memory_info().rss
+                        peak = max(peak, rss)
+                        role = "helper" if "helper_process" in " ".join(p.cmdline()) else "job"
+                        PEAKS_BY_ROLE[role] = max(PEAKS_BY_ROLE.get(role, 0), rss >> 20)
             time.sleep(0.2)
         if proc.returncode:
             log.seek(0)
@@ -379,9 +387,11 @@ def memory(page_counts: list[int]) -> list[dict]:
              "--backend=openai", "--provider=openai", f"--base-url={server.base_url}",
              "--api-model=bench", "--api-key-env=", "--no-preflight", "--max-concurrency=16"]
         )  # fmt: skip
-        row = {"pages": n, "peak_rss_mib": round(mb, 1), "wall_s": round(wall, 1)}
+        row = {"pages": n, "peak_rss_mib": round(mb, 1), "wall_s": round(wall, 1),
+               "peak_mib_by_process": dict(PEAKS_BY_ROLE)}  # fmt: skip
         rows.append(row)
-        print(f"  {n:>6} pages: largest process peaked at {mb:,.0f} MiB ({wall:.0f} s)", flush=True)
+        print(f"  {n:>6} pages: largest process peaked at {mb:,.0f} MiB ({wall:.0f} s; "
+              f"by process: {PEAKS_BY_ROLE})", flush=True)  # fmt: skip
     return rows
 
 
