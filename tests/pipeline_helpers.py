@@ -58,3 +58,34 @@ def inked_page(size: tuple[int, int], background="white", label: str = "A line o
     font = ImageFont.load_default(size=max(11, min(size) // 12))  # still legible downscaled
     ImageDraw.Draw(page).text((4, 4), label, fill="black", font=font)
     return page
+
+
+def build_wheel(out: Path) -> Path:
+    """vlbeam's wheel, built from this checkout into `out`."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), str(repo)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    [wheel] = out.glob("vlbeam-*.whl")
+    return wheel
+
+
+def grounding_or_page_answers(model, batch, cfg) -> list[VLResult]:
+    """A model double: one JSON span (1.0-2.5 s) for a video window, "# Page" for a page."""
+    return [
+        VLResult(
+            text='[{"start": 1.0, "end": 2.5, "description": "a door opens"}]'
+            if r.frame_times_s
+            else "# Page",
+            input_tokens=5,
+            output_tokens=2,
+            finish_reason="stop",
+            latency_s=0.1,
+        )
+        for r in batch
+    ]

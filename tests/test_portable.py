@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_helpers import read_table
+from tests.pipeline_helpers import build_wheel, read_table
 from tests.sharp_model import write_sharp_checkpoint
 from tests.video_fixtures import constant_rate, write_video
 from vlbeam.pipeline.run import run
@@ -75,14 +75,7 @@ def beam_services(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vlbeam_wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(REPO)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    [wheel] = out.glob("vlbeam-*.whl")
-    return wheel
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def job_args(inputs: Path, out: Path, model: Path) -> list[str]:

@@ -9,7 +9,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.pipeline_helpers import SAMPLES_GLOB, echo_inference, fake_handler, read_table, run_job
+from tests.pipeline_helpers import (
+    SAMPLES_GLOB,
+    echo_inference,
+    fake_handler,
+    grounding_or_page_answers,
+    read_table,
+    run_job,
+)
 from tests.video_fixtures import constant_rate, write_video
 from vlbeam.pipeline.compact import compact
 from vlbeam.pipeline.warehouse import load_duckdb
@@ -146,21 +153,9 @@ def test_duckdb_round_trip(tmp_path):
     shutil.copy(SAMPLES / "born_digital.pdf", src / "a.pdf")
     write_video(src / "clip.mp4", constant_rate(6, 10), None)
 
-    def answers(model, batch, cfg):
-        return [
-            VLResult(
-                text='[{"start": 1.0, "end": 2.5, "description": "a door opens"}]'
-                if r.frame_times_s
-                else "# Page",
-                input_tokens=5,
-                output_tokens=2,
-                finish_reason="stop",
-                latency_s=0.1,
-            )
-            for r in batch
-        ]
-
-    run_job([f"{src}/*"], out, "--query=a door opens", handler=fake_handler(answers))
+    run_job(
+        [f"{src}/*"], out, "--query=a door opens", handler=fake_handler(grounding_or_page_answers)
+    )
     db = tmp_path / "w.duckdb"
     counts = load_duckdb(str(out), str(db))
     assert counts["documents"] == 2 and counts["pages"] == 1 and counts["video_events"] == 1

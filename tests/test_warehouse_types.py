@@ -14,10 +14,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, run_job
+from tests.pipeline_helpers import (
+    SAMPLES_GLOB,
+    fake_handler,
+    grounding_or_page_answers,
+    run_job,
+)
 from tests.video_fixtures import constant_rate, write_video
 from vlbeam.schemas import SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
-from vlbeam.schemas.elements import VLResult
 
 SAMPLES = Path(SAMPLES_GLOB).parent
 
@@ -66,21 +70,6 @@ DUCKDB_TYPES = {
 RUN_IDS = ("nightly-20261201", None)  # an explicit id with a date in it, and the default
 
 
-def answers(model, batch, cfg):
-    return [
-        VLResult(
-            text='[{"start": 1.0, "end": 2.5, "description": "a door opens"}]'
-            if r.frame_times_s
-            else "# Page",
-            input_tokens=5,
-            output_tokens=2,
-            finish_reason="stop",
-            latency_s=0.1,
-        )
-        for r in batch
-    ]
-
-
 @pytest.fixture(scope="module")
 def output(tmp_path_factory) -> Path:
     """Two runs side by side, every table with rows: a PDF, a video, a file that fails."""
@@ -92,7 +81,7 @@ def output(tmp_path_factory) -> Path:
     for run_id in RUN_IDS:
         extra = ["--output-mode=append", "--query=a door opens"]
         extra += [f"--run-id={run_id}"] if run_id else []
-        run_job([f"{src}/*"], out, *extra, handler=fake_handler(answers))
+        run_job([f"{src}/*"], out, *extra, handler=fake_handler(grounding_or_page_answers))
     return out
 
 

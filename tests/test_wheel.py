@@ -12,18 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipeline_helpers import build_wheel
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def unpacked_wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(REPO)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    [wheel] = out.glob("vlbeam-*.whl")
+    wheel = build_wheel(out)
     site = out / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
