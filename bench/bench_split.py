@@ -51,8 +51,8 @@ from PIL import Image
 from vlbeam.schemas.config import RenderConfig
 from vlbeam.schemas.elements import PageImage, SourceFile
 from vlbeam.transforms.ingest import identify_file
+from vlbeam.transforms.media.files import read_uri
 from vlbeam.transforms.media.helper_process import HelperProcess
-from vlbeam.transforms.split_pages import read_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "bench_split.json"
@@ -166,7 +166,7 @@ def worker_render(
     worker: HelperProcess, source: SourceFile, n_pages: int, cfg: RenderConfig
 ) -> list[tuple[int, int]]:
     """vlbeam's helper process, page by page, as `PageRenderer.pages` drives it."""
-    data = read_bytes(source.uri)
+    data = read_uri(source.uri)
     sizes = []
     for page in range(1, n_pages + 1):
         rendered = worker.render(source.doc_id, data, source.kind, page, cfg)

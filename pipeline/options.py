@@ -32,7 +32,7 @@ from vlbeam.transforms.backends.openai_protocol import (
     ApiConfig,
     api_config_from_preset,
 )
-from vlbeam.transforms.backends.tiny_model import TINY_RANDOM, ensure_tiny_model
+from vlbeam.transforms.backends.tiny_model import resolve_model_path
 from vlbeam.transforms.media.pdf_passwords import check_password_sources
 from vlbeam.transforms.media.video_decode import SAMPLING_MODES, SamplingConfig
 from vlbeam.transforms.split_video import VideoConfig
@@ -484,10 +484,6 @@ def api_config(opts: VlbeamOptions) -> ApiConfig:
         price_output_per_mtok=opts.price_output_per_mtok,
         native_video=opts.native_video,
     )
-
-
-def resolve_model_path(model: str) -> str:
-    return str(ensure_tiny_model()) if model == TINY_RANDOM else model
 
 
 def server_spec(opts: VlbeamOptions) -> ServerSpec:

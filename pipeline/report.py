@@ -51,6 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlbeam.schemas import TABLES
+from vlbeam.transforms.media.files import read_uri
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +114,6 @@ def _match(pattern: str) -> list[str]:
         return []
 
 
-def _read_bytes(path: str) -> bytes:
-    if "://" not in path:
-        return Path(path).read_bytes()
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        return handle.read()
-
-
 def _parquet(path: str) -> pq.ParquetFile:
     if "://" not in path:
         return pq.ParquetFile(path)
@@ -143,7 +135,7 @@ def list_runs(output: str) -> tuple[dict[str, dict | None], set[str]]:
     for path in _match(_join(output, "_runs", "*.json")):
         run_id = posixpath.basename(path)[: -len(".json")]
         try:
-            runs[run_id] = json.loads(_read_bytes(path))
+            runs[run_id] = json.loads(read_uri(path))
         except (OSError, ValueError) as exc:
             logger.warning("unreadable manifest %s: %s", path, exc)
             runs.setdefault(run_id, None)
@@ -816,7 +808,7 @@ class Thumbnailer:
                 n: self._unavailable("no thumbnail: source file not found") for n in page_numbers
             }
         try:
-            data = _read_bytes(path)
+            data = read_uri(path)
         except OSError as exc:
             return {
                 n: self._unavailable(f"no thumbnail: cannot read source ({exc})")

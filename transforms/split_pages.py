@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from vlbeam.schemas.config import RenderConfig
@@ -28,11 +27,6 @@ from vlbeam.transforms.media.helper_process import HelperProcess
 from vlbeam.transforms.media.pdf_passwords import pdf_password, with_pdf_password
 
 logger = logging.getLogger(__name__)
-
-
-def read_bytes(uri: str) -> bytes:
-    with FileSystems.open(uri, compression_type="uncompressed") as handle:
-        return handle.read()
 
 
 def page_ranges(source: SourceFile, num_pages: int, pages_per_task: int) -> list[PageRange]:

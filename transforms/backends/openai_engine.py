@@ -192,8 +192,7 @@ class ApiEngine:
 
     def infer(self, batch: Sequence[VLRequest]) -> list[VLResult]:
         """Send every request of the batch concurrently; one result per request, in order."""
-        future = asyncio.run_coroutine_threadsafe(self._gather(batch), self._loop)
-        results = future.result()
+        results = [future.result() for future in [self.submit(r) for r in batch]]
         self._check_abort()
         return results
 
@@ -202,9 +201,6 @@ class ApiEngine:
         return asyncio.run_coroutine_threadsafe(self._send(body, stream=False), self._loop).result()
 
     # -- internals ----------------------------------------------------------------------
-
-    async def _gather(self, batch: Sequence[VLRequest]) -> list[VLResult]:
-        return list(await asyncio.gather(*(self._one(request) for request in batch)))
 
     async def _one(self, request: VLRequest) -> VLResult:
         started = time.perf_counter()

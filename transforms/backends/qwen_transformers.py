@@ -15,7 +15,7 @@ from vlbeam.schemas.config import ModelConfig
 from vlbeam.schemas.elements import VLRequest, VLResult
 from vlbeam.schemas.errors import ModelNotFound
 from vlbeam.transforms.backends.engine import BatchingEngine
-from vlbeam.transforms.backends.tiny_model import TINY_RANDOM, ensure_tiny_model
+from vlbeam.transforms.backends.tiny_model import TINY_RANDOM, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,6 @@ class LoadedQwen:
     processor: Any
     device: str
     stop_token_ids: frozenset[int]
-
-
-def resolve_model_path(model: str) -> str:
-    """`tiny-random` → the cached tiny checkpoint; anything else is returned as given."""
-    return str(ensure_tiny_model()) if model == TINY_RANDOM else model
 
 
 def check_model_available(model: str) -> None:

@@ -210,3 +210,8 @@ def _flock(handle):
         yield
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def resolve_model_path(model: str) -> str:
+    """`tiny-random` → the cached tiny checkpoint; anything else is returned as given."""
+    return str(ensure_tiny_model()) if model == TINY_RANDOM else model

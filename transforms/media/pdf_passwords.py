@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from vlbeam.schemas.config import RenderConfig
+from vlbeam.transforms.media.files import read_uri
 
 _DOC_ID = re.compile(r"[0-9a-f]{64}")
 _GLOB = re.compile(r"[*?\[]")
@@ -90,10 +91,7 @@ def parse_passwords(text: str, source: str = "the PDF passwords file") -> Passwo
 
 
 def _read_text(path: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        return handle.read().decode("utf-8")
+    return read_uri(path).decode("utf-8")
 
 
 _cache: dict[str, PasswordMap] = {}

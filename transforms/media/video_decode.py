@@ -442,9 +442,7 @@ def _decode(packets, stream, info, targets, window, cfg, from_start):
 
     start_s, end_s = window
     time_base, origin = stream.time_base, _origin_pts(info, stream)
-    out_w, out_h = frame_size(info.width, info.height, cfg.max_pixels)
-    # convert in the stored orientation, then turn
-    conv = (out_h, out_w) if info.rotation in (90, 270) else (out_w, out_h)
+    conv = _conversion_size(info, cfg)
     frames: list[SampledFrame] = []
     errors, k, last_time, first = 0, 0, -math.inf, True
     codec = stream.codec_context
@@ -497,8 +495,7 @@ def _decode_keyframes(packets, stream, info, targets, window, cfg, from_start):
 
     start_s, end_s = window
     time_base, origin = stream.time_base, _origin_pts(info, stream)
-    out_w, out_h = frame_size(info.width, info.height, cfg.max_pixels)
-    conv = (out_h, out_w) if info.rotation in (90, 270) else (out_w, out_h)
+    conv = _conversion_size(info, cfg)
     frames: list[SampledFrame] = []
     errors, k, last_time, first = 0, 0, -math.inf, True
     codec = stream.codec_context
@@ -531,6 +528,13 @@ def _decode_keyframes(packets, stream, info, targets, window, cfg, from_start):
         if k >= len(targets):
             break
     return frames, errors
+
+
+def _conversion_size(info: VideoInfo, cfg) -> tuple[int, int]:
+    """Size to convert decoded frames to: within `cfg.max_pixels`, in the stored orientation
+    (frames are turned upright after converting)."""
+    out_w, out_h = frame_size(info.width, info.height, cfg.max_pixels)
+    return (out_h, out_w) if info.rotation in (90, 270) else (out_w, out_h)
 
 
 def _encode(frame, t: float, info: VideoInfo, conv: tuple[int, int], cfg) -> SampledFrame:
