@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlbeam.schemas import PAGES, SCHEMA_VERSION
-from vlbeam.transforms.write import CODEC, CODEC_LEVEL, ROW_GROUP_BYTES
+from vlbeam.schemas.parquet import CODEC, CODEC_LEVEL, ROW_GROUP_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 

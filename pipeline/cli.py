@@ -52,19 +52,20 @@ def main(argv: list[str] | None = None) -> int:
         if len(rest) != 3 or rest[0] != "duckdb":
             print("usage: vlbeam load duckdb DIR DB", file=sys.stderr)
             return 2
-        from vlbeam.pipeline.warehouse import load_duckdb
+        from vlbeam.outputs.load_duckdb import load_duckdb
 
         for table, n in load_duckdb(rest[1], rest[2]).items():
             print(f"{table}: {n} rows")
         return 0
     if command == "compact":
-        from vlbeam.pipeline.compact import main as compact_main
+        from vlbeam.outputs.compact import main as compact_main
 
         return compact_main(rest)
     if command == "report":
-        from vlbeam.pipeline.report import main as report_main
+        from vlbeam.outputs.report import main as report_main
+        from vlbeam.pipeline.prompts import builtin_prompt_text
 
-        return report_main(rest)
+        return report_main(rest, prompt_text=builtin_prompt_text)
     if command == "tiny-model":
         if len(rest) != 1:
             print("usage: vlbeam tiny-model DIR", file=sys.stderr)

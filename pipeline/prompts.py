@@ -20,6 +20,14 @@ def builtin_prompt(prompt_id: str) -> Prompt:
     return Prompt(prompt_id=prompt_id, text=text.strip())
 
 
+def builtin_prompt_text(prompt_id: str) -> str | None:
+    """A built-in prompt's text, or None when there is no such prompt (the report's lookup)."""
+    try:
+        return builtin_prompt(prompt_id).text
+    except (ValueError, OSError):
+        return None
+
+
 def prompt_from_file(path: str) -> Prompt:
     """A user's prompt file; its id names the file and pins its content by hash."""
     text = Path(path).read_text(encoding="utf-8").strip()

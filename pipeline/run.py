@@ -10,7 +10,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from vlbeam.pipeline.manifest import RunManifest
+from vlbeam.outputs.layout import join, staging_dir, table_glob
+from vlbeam.outputs.manifest import RunManifest
+from vlbeam.outputs.publish import publish
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
@@ -23,7 +25,6 @@ from vlbeam.pipeline.options import (
     server_spec,
     video_config,
 )
-from vlbeam.pipeline.output import join, publish, staging_dir, table_glob
 from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
 from vlbeam.pipeline.summary import counters, format_summary
 from vlbeam.schemas import TABLES

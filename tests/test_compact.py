@@ -13,18 +13,18 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from vlbeam.pipeline import compact as compact_module
-from vlbeam.pipeline.cli import main
-from vlbeam.pipeline.compact import (
+from vlbeam.outputs import compact as compact_module
+from vlbeam.outputs.compact import (
     LOCK,
     WORK,
     CompactionError,
     _exchange,
     compact,
 )
-from vlbeam.pipeline.output import COMPACTIONS, RUNS, STAGING
+from vlbeam.outputs.layout import COMPACTIONS, RUNS, STAGING
+from vlbeam.pipeline.cli import main
 from vlbeam.schemas import DOCUMENTS, PAGES, SCHEMA_VERSION, TABLES, VERSION_KEY, VIDEO_EVENTS
-from vlbeam.transforms.write import writer_options
+from vlbeam.schemas.parquet import writer_options
 
 
 def page_rows(run: str, n: int, start: int = 0) -> pa.Table:

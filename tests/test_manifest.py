@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from vlbeam.pipeline.manifest import (
+from vlbeam.outputs.manifest import (
     MASK,
     RunManifest,
     _known_option_names,

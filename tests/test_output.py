@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlbeam.pipeline.output import STAGING, partition_dir, publish, staging_dir
+from vlbeam.outputs.layout import STAGING, partition_dir, staging_dir
+from vlbeam.outputs.publish import publish
 from vlbeam.schemas import FAILURES, PAGES, SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
 
 RUN_ID = "20261122T083000Z-abc123"

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import SAMPLES, require_module
 from tests.pipeline_helpers import fake_handler, run_job
-from vlbeam.pipeline import report as rep
+from vlbeam.outputs import report as rep
 from vlbeam.pipeline.cli import main as cli_main
 from vlbeam.schemas import TABLES
 from vlbeam.schemas.elements import VLResult
@@ -827,10 +827,10 @@ def test_markdown_renders_structure_and_escapes_everything():
     assert '<div class="md-h md-h1">Title</div>' in out
     assert "<strong>bold</strong>" in out and "<em>it</em>" in out
     assert "<code>a&lt;b&gt;</code>" in out
-    assert "<ul><li" in out and "<ol><li" in out
+    assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in out and "<ol>\n<li>first</li>" in out
     assert "<th>h1</th>" in out and "<td>&lt;td&gt;x&lt;/td&gt;</td>" in out
-    assert "<pre><code>&lt;script&gt;x&lt;/script&gt;</code></pre>" in out
-    assert "<blockquote><p>quote</p></blockquote><hr>" in out
+    assert "<pre><code>&lt;script&gt;x&lt;/script&gt;\n</code></pre>" in out
+    assert "<blockquote><p>quote</p>\n</blockquote><hr>" in out
     hostile = rep.render_markdown(HOSTILE_ANSWER + '\n\n![a" onerror="x](javascript:alert(1))')
     tags = {t for t, _ in _tags(hostile)}
     assert tags <= {"div", "p", "span", "strong", "code", "em"}, tags
@@ -849,13 +849,13 @@ def test_markdown_stays_fast_and_shallow_on_hostile_text():
     assert deep.count("<blockquote>") == rep.MAX_QUOTE_DEPTH
 
 
-def test_quality_flags_in_any_shape():
+def test_quality_flags_take_the_schemas_shape_only():
+    """pages.quality_flags is a list of strings (schemas/pages.py); other shapes are errors."""
     assert rep.quality_flags(None) == [] and rep.quality_flags([]) == []
-    assert rep.quality_flags(["repetition", None, ""]) == ["repetition"]
-    assert rep.quality_flags('["a", "b"]') == ["a", "b"]
-    assert rep.quality_flags("a, b;c") == ["a", "b", "c"]
-    assert rep.quality_flags({"empty": True, "short": False}) == ["empty"]
-    assert rep.quality_flags([("empty", True), ("short", False)]) == ["empty"]
+    assert rep.quality_flags(["repetition", ""]) == ["repetition"]
+    for wrong in ('["a", "b"]', "a, b;c", {"empty": True}, [("empty", True)], ["a", None]):
+        with pytest.raises(ValueError, match="list of strings"):
+            rep.quality_flags(wrong)
 
 
 def test_run_choice_and_cli_errors(tmp_path, capsys):

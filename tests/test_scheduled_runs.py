@@ -18,8 +18,8 @@ from tests.pipeline_helpers import (
     run_job,
 )
 from tests.video_fixtures import constant_rate, write_video
-from vlbeam.pipeline.compact import compact
-from vlbeam.pipeline.warehouse import load_duckdb
+from vlbeam.outputs.compact import compact
+from vlbeam.outputs.load_duckdb import load_duckdb
 from vlbeam.schemas import SCHEMA_VERSION
 from vlbeam.schemas.elements import VLResult
 

@@ -2,15 +2,17 @@
 without changing a row, so a nightly `--output-mode append` / `--skip-existing` output does not
 pile up one small file per table per run.
 
-    DIR/pages/run=night1/part-0.parquet        DIR/pages/run=compacted-20261201T050000Z-1a2b3c/
-    DIR/pages/run=night2/part-0.parquet   →        part-00000.parquet
-    DIR/pages/run=night3/part-0.parquet
+    DIR/pages/<night1 partition>/part-0.parquet    DIR/pages/<compacted-20261201T050000Z-1a2b3c>/
+    DIR/pages/<night2 partition>/part-0.parquet  →     part-00000.parquet
+    DIR/pages/<night3 partition>/part-0.parquet
+
+(partition folders and the records' places: `outputs/layout.py`)
 
 - Rows: every row of every small file, in partition then file order, conformed to the current
   schema (older files gain null columns they lack; a column the schema lacks stops the
   compaction rather than drop it), and checked equal to the input after writing. `run_id` is a
   column of every table, so each row still says which run wrote it; the `run` partition of a
-  compacted row is `compacted-<id>` (the compaction, see `DIR/_compactions/<id>.json`).
+  compacted row is `compacted-<id>` (the compaction, see its record).
 - Files at least half the target size are already big: they stay as they are.
 - Readers never see a half-done state: the new table is assembled beside the old one
   (`DIR/_compact/<id>/<table>`, compacted files plus hard links of everything kept) and the two
@@ -44,16 +46,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vlbeam.pipeline.output import COMPACTIONS, PARTITION, RUNS, STAGING
+from vlbeam.outputs.layout import (
+    COMPACT_LOCK,
+    COMPACT_WORK,
+    local_compaction_record,
+    local_manifest,
+    local_staged_runs,
+    local_table_files,
+    partition_name,
+)
 from vlbeam.schemas import TABLES
 from vlbeam.schemas.ids import new_run_id
+from vlbeam.schemas.parquet import ROW_GROUP_BYTES, writer_options
 from vlbeam.schemas.run_ids import check_run_id
-from vlbeam.transforms.write import ROW_GROUP_BYTES, writer_options
 
 logger = logging.getLogger(__name__)
 
-WORK = "_compact"
-LOCK = "_compact.lock"
 TARGET_FILE_BYTES = 256 * 1024 * 1024  # on disk; files of half this or more are kept
 COMPACT_LEVEL = 3  # zstd: written once, read many times (bench/bench_parquet.py: -25 % size)
 
@@ -234,22 +242,11 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-def _table_files(table_dir: Path) -> list[Path]:
-    """The table's Parquet files: `run=*/*.parquet`, then any flat `*.parquet` (older layout),
-    in partition then name order."""
-    nested = sorted(table_dir.glob(f"{PARTITION}=*/*.parquet"))
-    flat = sorted(table_dir.glob("*.parquet"))
-    return [p for p in nested + flat if not p.name.startswith((".", "_"))]
-
-
 def _live_runs_in_staging(out: Path) -> list[str]:
     """Runs with a staging folder and no failed manifest: they may publish any moment."""
-    staging = out / STAGING
-    if not staging.is_dir():
-        return []
     live = []
-    for run in sorted(p.name for p in staging.iterdir()):
-        manifest = out / RUNS / f"{run}.json"
+    for run in local_staged_runs(out):
+        manifest = local_manifest(out, run)
         try:
             failed = json.loads(manifest.read_text()).get("status") == "failed"
         except (OSError, ValueError):
@@ -261,7 +258,7 @@ def _live_runs_in_staging(out: Path) -> list[str]:
 
 @contextlib.contextmanager
 def _lock(out: Path):
-    path = out / LOCK
+    path = out / COMPACT_LOCK
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -295,14 +292,14 @@ def compact_table(
     if not live.is_dir():
         return result
     everything = _files(live)
-    parquet = _table_files(live)
+    parquet = local_table_files(live)
     result.files_before = len(parquet)
     small = [p for p in parquet if p.stat().st_size < target_file_bytes // 2]
     if len(small) < 2:
         result.files_after = result.files_kept = len(parquet)
         return result
     new = work / table
-    folder = new / f"{PARTITION}={partition}"
+    folder = new / partition_name(partition)
     written, rows = write_rows(
         read_rows(small, schema, live),
         schema,
@@ -367,7 +364,7 @@ def compact(
                 f"runs {live} have staged output and may publish while compacting; wait for "
                 f"them (a failed run's staging is ignored once its manifest says failed)"
             )
-        work = out / WORK / cid
+        work = out / COMPACT_WORK / cid
         work.mkdir(parents=True)
         try:
             for table in tables or list(TABLES):
@@ -382,7 +379,7 @@ def compact(
         finally:
             shutil.rmtree(work, ignore_errors=True)
             with contextlib.suppress(OSError):
-                (out / WORK).rmdir()  # only if empty
+                (out / COMPACT_WORK).rmdir()  # only if empty
             if any(r.swapped for r in results.values()):
                 record = {
                     "compaction_id": cid,
@@ -390,8 +387,9 @@ def compact(
                     "finished_at": datetime.now(UTC).isoformat(),
                     "tables": {t: asdict(r) for t, r in results.items()},
                 }
-                (out / COMPACTIONS).mkdir(exist_ok=True)
-                (out / COMPACTIONS / f"{cid}.json").write_text(json.dumps(record, indent=2))
+                path = local_compaction_record(out, cid)
+                path.parent.mkdir(exist_ok=True)
+                path.write_text(json.dumps(record, indent=2))
     return results
 
 

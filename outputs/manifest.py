@@ -1,4 +1,4 @@
-"""The run manifest, `DIR/_runs/<run_id>.json`: what ran (inputs and output as absolute URIs),
+"""The run manifest (`outputs/layout.py` places it): what ran (inputs and output as absolute URIs),
 with which options and versions, what came out, and how it ended.
 
 No secret is written to it:
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from vlbeam.pipeline.output import write_manifest
+from vlbeam.outputs.publish import write_manifest
 from vlbeam.schemas import SCHEMA_VERSION
 
 MASK = "***"

@@ -1,10 +1,7 @@
-"""Output folder layout: one Hive-style partition per run, staged then published in one step.
+"""Publishing a run: one Hive-style partition per run, staged then published in one step
+(the folder layout: `outputs/layout.py`).
 
-    DIR/<table>/run=<run_id>/part-*.parquet      every table, one folder per run
-    DIR/_runs/<run_id>.json                      the run manifest
-    DIR/_staging/<run_id>/<table>/               while the job runs (never read)
-
-Tables are written to the staging folder and moved into their `run=<run_id>` partition only
+Tables are written to the staging folder and moved into their run partition only
 after the job succeeded, so readers never see half-written files and a failed run leaves the
 previous output as it was. `--output-mode overwrite` (the default) then removes the other runs'
 partitions (a rerun replaces the output); `append` keeps them side by side, for scheduled runs.
@@ -22,52 +19,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from vlbeam.transforms.write import writer_options
+from vlbeam.outputs.layout import (
+    OUTPUT_MODES,
+    STAGING,
+    files,
+    join,
+    manifest_path,
+    partition_dir,
+    partitions,
+    runs_dir,
+    staging_dir,
+)
+from vlbeam.schemas.parquet import writer_options
 
 logger = logging.getLogger(__name__)
-
-STAGING = "_staging"
-RUNS = "_runs"
-COMPACTIONS = "_compactions"
-PARTITION = "run"
-OUTPUT_MODES = ("overwrite", "append")
-
-
-def join(*parts: str) -> str:
-    return FileSystems.join(*parts) if "://" in parts[0] else posixpath.join(*parts)
-
-
-def staging_dir(output: str, run_id: str) -> str:
-    return join(output, STAGING, run_id)
-
-
-def partition_dir(output: str, table: str, run_id: str) -> str:
-    return join(output, table, f"{PARTITION}={run_id}")
-
-
-def table_glob(output: str, table: str) -> str:
-    """Every Parquet file of a table, all runs."""
-    return join(output, table, f"{PARTITION}=*", "*.parquet")
-
-
-def _files(folder: str, pattern: str = "*") -> list[str]:
-    try:
-        return [m.path for m in FileSystems.match([join(folder, pattern)])[0].metadata_list]
-    except Exception:  # a missing folder matches nothing
-        return []
-
-
-def _partitions(output: str, table: str) -> set[str]:
-    """The run partitions (folders) a table has, from its files."""
-    prefix = join(output, table, f"{PARTITION}=")
-    return {p[len(prefix) :].split("/", 1)[0] for p in _files(join(output, table), "*/*")
-            if p.startswith(prefix)}  # fmt: skip
 
 
 def publish(
     output: str, run_id: str, tables: dict[str, pa.Schema], mode: str = "overwrite"
 ) -> dict[str, list[str]]:
-    """Move each staged table into its `run=<run_id>` partition; in overwrite mode, drop
+    """Move each staged table into its run partition; in overwrite mode, drop
     every other run's partition afterwards."""
     if mode not in OUTPUT_MODES:
         raise ValueError(f"output mode must be one of {OUTPUT_MODES}")
@@ -75,8 +46,8 @@ def publish(
     published: dict[str, list[str]] = {}
     for table, schema in tables.items():
         src_dir, dst_dir = join(staged, table), partition_dir(output, table, run_id)
-        sources = sorted(p for p in _files(src_dir) if p.endswith(".parquet"))
-        old = _files(dst_dir)  # the same run id published before: replace it
+        sources = sorted(p for p in files(src_dir) if p.endswith(".parquet"))
+        old = files(dst_dir)  # the same run id published before: replace it
         if old:
             FileSystems.delete(old)
         if not FileSystems.exists(dst_dir):
@@ -92,7 +63,7 @@ def publish(
             _drop_other_runs(output, table, run_id)
     try:
         FileSystems.delete([staged])
-        if not _files(join(output, STAGING), "**"):
+        if not files(join(output, STAGING), "**"):
             FileSystems.delete([join(output, STAGING)])
     except Exception as exc:  # not fatal: the tables are in place
         logger.warning("could not remove %s: %s", staged, exc)
@@ -100,15 +71,15 @@ def publish(
 
 
 def _drop_other_runs(output: str, table: str, run_id: str) -> None:
-    for other in _partitions(output, table) - {run_id}:
+    for other in partitions(output, table) - {run_id}:
         folder = partition_dir(output, table, other)
-        files = _files(folder, "**")
-        if files:
-            FileSystems.delete(files)
+        inside = files(folder, "**")
+        if inside:
+            FileSystems.delete(inside)
         if FileSystems.exists(folder):
             FileSystems.delete([folder])
     # files from before partitioned output (flat DIR/<table>/*.parquet) are replaced too
-    flat = [p for p in _files(join(output, table)) if p.endswith(".parquet")]
+    flat = [p for p in files(join(output, table)) if p.endswith(".parquet")]
     if flat:
         FileSystems.delete(flat)
 
@@ -121,10 +92,10 @@ def _write_empty(path: str, schema: pa.Schema) -> None:
 
 
 def write_manifest(output: str, run_id: str, manifest: dict) -> str:
-    """`DIR/_runs/<run_id>.json`, written in one piece."""
-    path = join(output, RUNS, f"{run_id}.json")
-    if "://" not in output and not FileSystems.exists(join(output, RUNS)):
-        FileSystems.mkdirs(join(output, RUNS))  # object stores have no folders to make
+    """The run manifest, written in one piece."""
+    path = manifest_path(output, run_id)
+    if "://" not in output and not FileSystems.exists(runs_dir(output)):
+        FileSystems.mkdirs(runs_dir(output))  # object stores have no folders to make
     with FileSystems.create(path) as handle:
         handle.write(json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
     return path

@@ -8,7 +8,7 @@ import glob
 import logging
 import os
 
-from vlbeam.pipeline.output import table_glob
+from vlbeam.outputs.layout import table_glob
 from vlbeam.schemas import TABLES
 
 logger = logging.getLogger(__name__)
