@@ -14,13 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from vlbeam.outputs import compact as compact_module
-from vlbeam.outputs.compact import (
-    LOCK,
-    WORK,
-    CompactionError,
-    _exchange,
-    compact,
-)
+from vlbeam.outputs.compact import CompactionError, _exchange, compact
+from vlbeam.outputs.layout import COMPACT_LOCK as LOCK
+from vlbeam.outputs.layout import COMPACT_WORK as WORK
 from vlbeam.outputs.layout import COMPACTIONS, RUNS, STAGING
 from vlbeam.pipeline.cli import main
 from vlbeam.schemas import DOCUMENTS, PAGES, SCHEMA_VERSION, TABLES, VERSION_KEY, VIDEO_EVENTS

@@ -35,10 +35,14 @@ def test_the_wheel_has_every_package_and_the_prompts(unpacked_wheel):
         folder = unpacked_wheel.joinpath(*package.split("."))
         assert (folder / "__init__.py").is_file(), package
     # every module of the checkout is in the wheel
-    for top in ("pipeline", "transforms", "schemas", "runners"):
+    for top in ("pipeline", "transforms", "schemas", "runners", "outputs"):
         for path in (REPO / top).rglob("*.py"):
             assert (unpacked_wheel / "vlbeam" / path.relative_to(REPO)).is_file(), path
     assert list((unpacked_wheel / "vlbeam" / "pipeline" / "prompts").glob("*.txt"))
+    # the report's templates, stylesheet and script ship as package data
+    report = REPO / "outputs" / "report"
+    for path in [*report.glob("templates/*"), *report.glob("static/*")]:
+        assert (unpacked_wheel / "vlbeam" / path.relative_to(REPO)).is_file(), path
 
 
 @pytest.mark.timeout(120)
@@ -48,6 +52,10 @@ import vlbeam.pipeline.prompts as prompts, vlbeam.transforms.media.helper_proces
 assert prompts.__file__.startswith({str(unpacked_wheel)!r}), prompts.__file__
 assert helper.__file__.startswith({str(unpacked_wheel)!r}), helper.__file__
 assert prompts.builtin_prompt("ocr_markdown_v1").text
+import vlbeam.outputs.report.render as render
+assert render.__file__.startswith({str(unpacked_wheel)!r}), render.__file__
+assert "script-src 'sha256-" in render.content_security_policy()
+assert render.environment().get_template("report.html.j2")
 worker = helper.HelperProcess()
 data = open({str(REPO / "samples" / "born_digital.pdf")!r}, "rb").read()
 assert worker.count_pages("0" * 64, data, None) == 1
