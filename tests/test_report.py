@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -723,15 +723,15 @@ def test_large_run_is_bounded_suspects_first_and_counted(tmp_path, browser):
     rep.add_thumbnails(report)
     s = report.summary
     # the summary counts every row, whatever the report shows
-    assert s["documents"] == 31 and s["documents_by_status"] == {"ok": 28, "partial": 3}
-    assert s["pages_ok"] == 30 * 40 - 4 and s["pages_failed"] == 4 and s["pages_expected"] == 1200
-    assert s["pages_flagged"] == 2 and s["pages_truncated"] == 1 and s["failures"] == 302
-    assert s["windows_failed"] == 1 and s["events"] == 27
-    assert s["cost_usd"] == pytest.approx(1196 * 0.001)
-    assert s["pages_per_s"] == pytest.approx(1196 / 120)
-    assert ("sniff", "UnsupportedInput", 296) in s["failures_by_stage_type"]
+    assert s.documents == 31 and s.documents_by_status == {"ok": 28, "partial": 3}
+    assert s.pages_ok == 30 * 40 - 4 and s.pages_failed == 4 and s.pages_expected == 1200
+    assert s.pages_flagged == 2 and s.pages_truncated == 1 and s.failures == 302
+    assert s.windows_failed == 1 and s.events == 27
+    assert s.cost_usd == pytest.approx(1196 * 0.001)
+    assert s.pages_per_s == pytest.approx(1196 / 120)
+    assert ("sniff", "UnsupportedInput", 296) in s.failures_by_stage_type
     # suspects first: partial docs, then docs with flagged/cut-off pages, then the rest
-    names = [v["doc"]["source_uri"] for v in report.documents]
+    names = [v.doc.source_uri for v in report.documents]
     assert names == [
         "missing/doc-07.pdf",
         "missing/doc-21.pdf",
@@ -739,25 +739,29 @@ def test_large_run_is_bounded_suspects_first_and_counted(tmp_path, browser):
         "missing/doc-12.pdf",
         "missing/doc-00.pdf",
     ]
-    pages_07 = [p["page_number"] for p in report.documents[0]["pages"]]
+    pages_07 = [p.page_number for p in report.documents[0].pages]
     assert pages_07 == [1, 2, 5, 6]  # the failed pages first, then the start of the document
-    assert [p["page_number"] for p in report.documents[3]["pages"]] == [1, 2, 3, 30]
-    assert report.documents[3]["pages"][3]["flags"] == ["repetition", "empty"]
-    assert report.documents[2]["pages"][-1]["truncated"]
-    assert report.documents[0]["pages"][2]["failures"][0]["error_type"] == "RenderTimeout"
+    assert [p.page_number for p in report.documents[3].pages] == [1, 2, 3, 30]
+    assert report.documents[3].pages[3].flags == ("repetition", "empty")
+    assert report.documents[2].pages[-1].truncated
+    assert report.documents[0].pages[2].failures[0].error_type == "RenderTimeout"
     # text is cut to the limit, with the count of what was cut
-    page = report.documents[4]["pages"][0]
-    assert len(page["text"]) == 500 and page["text_cut"] == len("# doc 0 page 1\n\n") + 10000 - 500
+    page = report.documents[4].pages[0]
+    with pytest.raises(FrozenInstanceError):  # the views are read, never changed
+        page.text = "changed"
+    assert len(page.text) == 500 and page.text_cut == len("# doc 0 page 1\n\n") + 10000 - 500
     # thumbnails: the sources are gone, which the report says
-    assert report.thumbs[("page", DOC(8), 1)] == {"note": "no thumbnail: source file not found"}
+    assert report.thumbs[("page", DOC(8), 1)] == rep.Thumb(
+        note="no thumbnail: source file not found"
+    )
     (video,) = report.videos
-    assert [t["query"] for t in video["timelines"]] == ["a dog", "a cat", "a bird"]
-    assert [t["spans_total"] for t in video["timelines"]] == [25, 2, 0]
-    assert len(video["timelines"][0]["spans"]) == 20
-    assert [sp["lane"] for sp in video["timelines"][1]["spans"]] == [0, 1]
-    failed = [w for w in video["windows"] if w["state"] == "failed"]
-    assert [(w["index"], w["start_s"], w["end_s"]) for w in failed] == [(5, 280.0, 340.0)]
-    assert len(video["windows"]) == 65
+    assert [t.query for t in video.timelines] == ["a dog", "a cat", "a bird"]
+    assert [t.spans_total for t in video.timelines] == [25, 2, 0]
+    assert len(video.timelines[0].spans) == 20
+    assert [sp.lane for sp in video.timelines[1].spans] == [0, 1]
+    failed = [w for w in video.windows if w.state == "failed"]
+    assert [(w.index, w.start_s, w.end_s) for w in failed] == [(5, 280.0, 340.0)]
+    assert len(video.windows) == 65
 
     html_text = rep.render_html(report)
     assert len(html_text) < 250_000  # 1,200 pages of ~10 kB text each, bounded
@@ -798,9 +802,13 @@ def test_escaping_alone_keeps_hostile_text_inert(tmp_path, browser):
     docs[12]["source_uri"] = hostile_uri
     run.tables["documents"] = pa.Table.from_pylist(docs, schema=run.tables["documents"].schema)
     report = rep.collect(run, SMALL)
-    report.documents[3]["pages"][0]["text"] = HOSTILE_ANSWER
-    report.documents[3]["pages"][1]["text_layer"] = HOSTILE_ANSWER
-    report.thumbs[("page", DOC(13), 1)] = {"note": '"><img src=x onerror="window.__pwned=6">'}
+    view = report.documents[3]
+    first, second, *rest = view.pages
+    pages = (replace(first, text=HOSTILE_ANSWER), replace(second, text_layer=HOSTILE_ANSWER))
+    documents = list(report.documents)
+    documents[3] = replace(view, pages=(*pages, *rest))
+    report.documents = tuple(documents)
+    report.thumbs[("page", DOC(13), 1)] = rep.Thumb(note='"><img src=x onerror="window.__pwned=6">')
     html_path = tmp_path / "nocsp.html"
     html_path.write_text(rep.render_html(report, csp=False))
     assert "Content-Security-Policy" not in html_path.read_text()
@@ -909,16 +917,16 @@ def test_thumbnail_sources_and_budget(real_run, tmp_path, monkeypatch):
     # a source whose content is not what the run saw gets no thumbnail, and says why
     maker = rep.Thumbnailer(rep.ReportLimits())
     try:
-        pdf = {"doc_id": DOC(1), "source_uri": str(SAMPLES / "born_digital.pdf"), "kind": "pdf"}
-        assert maker.pages(pdf, [1])[1]["note"].startswith("no thumbnail: the source changed")
-        video = {"doc_id": DOC(2), "source_uri": str(SAMPLES / "red_square.mp4"), "size_bytes": 1}
-        assert maker.frames(video, [4.0], 12.0)[4.0]["note"].endswith("(its size differs)")
+        pdf = rep.Document(DOC(1), str(SAMPLES / "born_digital.pdf"), "pdf", "ok")
+        assert maker.pages(pdf, [1])[1].note.startswith("no thumbnail: the source changed")
+        video = rep.Document(DOC(2), str(SAMPLES / "red_square.mp4"), "video", "ok", size_bytes=1)
+        assert maker.frames(video, [4.0], 12.0)[4.0].note.endswith("(its size differs)")
     finally:
         maker.close()
     # past the byte budget, thumbnails are left out and counted
     report = rep.collect(rep.load_run(str(real_run)), rep.ReportLimits(max_thumbnail_bytes=1))
     rep.add_thumbnails(report)
     assert report.thumb_stats["made"] == 1 and report.thumb_stats["left_out"] == 5
-    notes = [t.get("note") for t in report.thumbs.values() if "src" not in t]
+    notes = [t.note for t in report.thumbs.values() if t.src is None]
     assert notes == ["left out: the thumbnail budget (1e-06 MB) is spent"] * 5
     assert "1 made" in rep.render_html(report)

@@ -9,10 +9,12 @@ How it is built, in three steps that tests can call one by one:
 
 1. `load_run(DIR, run_id)` (load.py) reads the run's partition of every table and its manifest
    (where they are: `outputs/layout.py`). Heavy text columns are not read here.
-2. `collect(run, limits)` (collect.py) computes the summary over *all* rows, then picks what
-   to show: suspects first (failures, pages cut off by --max-new-tokens, pages with quality flags,
-   partial and failed documents), then documents, each bounded (`ReportLimits`), with counts of
-   what was left out. Only the chosen pages' text is read back from Parquet.
+2. `collect(run, limits)` (collect.py; videos.py for the timelines) computes the summary over
+   *all* rows, then picks what to show: suspects first (failures, pages cut off by
+   --max-new-tokens, pages with quality flags, partial and failed documents), then documents,
+   each bounded (`ReportLimits`), with counts of what was left out. Only the chosen pages' text
+   is read back from Parquet. What it returns is typed, frozen views (views.py), which the
+   templates read by attribute.
 3. `add_thumbnails(report, ...)` (thumbnails.py) re-renders thumbnails from each document's
    `source_uri` at report time, in vlbeam's helper process, within a byte and a time budget;
    a source that is gone or changed since the run gets a placeholder saying so.
@@ -33,13 +35,41 @@ from vlbeam.outputs.report.markdown import MAX_QUOTE_DEPTH, render_markdown
 from vlbeam.outputs.report.model import Report, ReportLimits
 from vlbeam.outputs.report.render import render_html
 from vlbeam.outputs.report.thumbnails import Thumbnailer, add_thumbnails, resolve_source
+from vlbeam.outputs.report.views import (
+    Document,
+    DocumentView,
+    Failure,
+    FlaggedPage,
+    PageRow,
+    PageView,
+    Span,
+    Summary,
+    Thumb,
+    Timeline,
+    Truncated,
+    VideoView,
+    WindowView,
+)
 
 __all__ = [
     "MAX_QUOTE_DEPTH",
+    "Document",
+    "DocumentView",
+    "Failure",
+    "FlaggedPage",
+    "PageRow",
+    "PageView",
     "Report",
     "ReportLimits",
     "RunData",
+    "Span",
+    "Summary",
+    "Thumb",
     "Thumbnailer",
+    "Timeline",
+    "Truncated",
+    "VideoView",
+    "WindowView",
     "add_thumbnails",
     "build_report",
     "collect",

@@ -27,7 +27,7 @@ def build_report(
     prompt's text by id (the job's prompts live in `pipeline/`, which this layer can't import)."""
     report = collect(load_run(output, run_id), limits)
     if prompt_text is not None:
-        for pid in report.summary["prompt_ids"]:
+        for pid in report.summary.prompt_ids:
             text = prompt_text(pid) if re.fullmatch(r"[a-z0-9_]+", pid or "") else None
             if text:
                 report.prompt_texts[pid] = text
@@ -90,7 +90,7 @@ def main(argv: list[str], prompt_text: Callable[[str], str | None] | None = None
         return 2
     s, stats = report.summary, report.thumb_stats
     print(
-        f"{args.output}: run {report.run_id}, {s['documents']} documents, {s['failures']} "
+        f"{args.output}: run {report.run_id}, {s.documents} documents, {s.failures} "
         f"failures, {stats.get('made', 0)} thumbnails, {stats['html_bytes'] / 1e6:.2f} MB"
     )
     return 0

@@ -10,12 +10,23 @@ import pyarrow.compute as pc
 
 from vlbeam.outputs.report.load import RunData, read_rows
 from vlbeam.outputs.report.model import (
-    MAX_DESCRIPTION_CHARS,
     PAGE_KINDS,
     QUALITY_FLAGS,
     STAGES,
     Report,
     ReportLimits,
+)
+from vlbeam.outputs.report.videos import video_view
+from vlbeam.outputs.report.views import (
+    Document,
+    DocumentView,
+    Failure,
+    FlaggedPage,
+    PageRow,
+    PageView,
+    Summary,
+    Truncated,
+    clip,
 )
 
 
@@ -43,42 +54,13 @@ def _sum(table: pa.Table, column: str) -> float | None:
     return value
 
 
-def _distinct(*columns) -> list[str]:
+def _distinct(*columns) -> tuple[str, ...]:
     found: dict[str, None] = {}
     for column in columns:
         for value in pc.unique(column).to_pylist():
             if value:
                 found[str(value)] = None
-    return list(found)
-
-
-def _window_plan(manifest: dict | None, duration_s: float | None) -> list[tuple[float, float]]:
-    """The windows the job planned for a video of this duration (same arithmetic as the job)."""
-    if not duration_s or duration_s <= 0:
-        return []
-    from vlbeam.schemas.elements import SourceFile
-    from vlbeam.transforms.split_video import VideoConfig, plan_windows
-
-    options = (manifest or {}).get("options") or {}
-    defaults = VideoConfig()
-    try:
-        cfg = VideoConfig(
-            window_s=float(options.get("window_seconds") or defaults.window_s),
-            overlap_s=float(options.get("window_overlap_seconds", defaults.overlap_s)),
-        )
-        windows = plan_windows(SourceFile("plan", None, "video", None), duration_s, cfg)
-    except (TypeError, ValueError):
-        return []
-    if len(windows) > 100_000:
-        return []
-    return [(w.start_s, w.end_s) for w in windows]
-
-
-def _clip(text: str | None, limit: int) -> tuple[str | None, int]:
-    """(text cut to `limit` characters, how many were cut)."""
-    if text is None or len(text) <= limit:
-        return text, 0
-    return text[:limit], len(text) - limit
+    return tuple(found)
 
 
 def _isin(table: pa.Table, column: str, values) -> pa.Array:
@@ -119,8 +101,8 @@ def _ranked(table: pa.Table, suspects: set[str]) -> pa.Table:
     )
 
 
-def _flagged_pages(pages: pa.Table) -> list[dict]:
-    """(doc_id, source_uri, page_number, flags) of every page with a quality flag."""
+def _flagged_pages(pages: pa.Table) -> list[FlaggedPage]:
+    """Every page with a quality flag."""
     if QUALITY_FLAGS not in pages.column_names or pages.num_rows == 0:
         return []
     column = pages.column(QUALITY_FLAGS)
@@ -132,7 +114,7 @@ def _flagged_pages(pages: pa.Table) -> list[dict]:
     for row in pages.select(keep).to_pylist():
         flags = quality_flags(row.pop(QUALITY_FLAGS))
         if flags:
-            found.append({**row, "flags": flags})
+            found.append(FlaggedPage(**row, flags=tuple(flags)))
     return found
 
 
@@ -164,7 +146,7 @@ def collect(run: RunData, limits: ReportLimits | None = None) -> Report:
     truncated_windows = windows.filter(_eq(windows, "finish_reason", "length"))
     has_flags = QUALITY_FLAGS in pages.column_names
     flagged = _flagged_pages(pages)
-    flags_of = {(r["doc_id"], r["page_number"]): r["flags"] for r in flagged}
+    flags_of = {(r.doc_id, r.page_number): r.flags for r in flagged}
 
     wall_s = manifest.get("wall_s")
     tokens_in = sum(v or 0 for v in (_sum(pages, "input_tokens"), _sum(windows, "input_tokens")))
@@ -176,89 +158,93 @@ def collect(run: RunData, limits: ReportLimits | None = None) -> Report:
         else []
     )
     page_kinds = _isin(docs, "kind", PAGE_KINDS)
-    summary = {
-        "documents": docs.num_rows,
-        "documents_by_status": _count(docs, "status"),
-        "documents_by_kind": _count(docs, "kind"),
-        "pages_expected": int(_sum(docs.filter(page_kinds), "num_pages") or 0),
-        "pages_ok": pages.num_rows,
-        "pages_failed": distinct_units(page_failures),
-        "pages_truncated": truncated_pages.num_rows,
-        "pages_flagged": len(flagged) if has_flags else None,
-        "videos": len(video_ids),
-        "windows_answered": windows.num_rows,
-        "windows_failed": distinct_units(window_failures),
-        "windows_truncated": truncated_windows.num_rows,
-        "events": events.num_rows,
-        "failures": failures.num_rows,
-        "failures_by_stage_type": sorted(
-            ((r["stage"], r["error_type"], r["stage_count"]) for r in by_stage_type),
-            key=lambda x: (STAGES.index(x[0]) if x[0] in STAGES else 99, -x[2], x[1]),
+    summary = Summary(
+        documents=docs.num_rows,
+        documents_by_status=_count(docs, "status"),
+        documents_by_kind=_count(docs, "kind"),
+        pages_expected=int(_sum(docs.filter(page_kinds), "num_pages") or 0),
+        pages_ok=pages.num_rows,
+        pages_failed=distinct_units(page_failures),
+        pages_truncated=truncated_pages.num_rows,
+        pages_flagged=len(flagged) if has_flags else None,
+        videos=len(video_ids),
+        windows_answered=windows.num_rows,
+        windows_failed=distinct_units(window_failures),
+        windows_truncated=truncated_windows.num_rows,
+        events=events.num_rows,
+        failures=failures.num_rows,
+        failures_by_stage_type=tuple(
+            sorted(
+                ((r["stage"], r["error_type"], r["stage_count"]) for r in by_stage_type),
+                key=lambda x: (STAGES.index(x[0]) if x[0] in STAGES else 99, -x[2], x[1]),
+            )
         ),
-        "input_tokens": int(tokens_in),
-        "output_tokens": int(tokens_out),
-        "cost_usd": sum(costs) if costs else None,
-        "wall_s": wall_s,
-        "pages_per_s": (pages.num_rows / wall_s) if wall_s else None,
-        "models": _distinct(docs.column("model"), pages.column("model"), windows.column("model")),
-        "backends": _distinct(docs.column("backend"), pages.column("backend")),
-        "prompt_ids": _distinct(
+        input_tokens=int(tokens_in),
+        output_tokens=int(tokens_out),
+        cost_usd=sum(costs) if costs else None,
+        wall_s=wall_s,
+        pages_per_s=(pages.num_rows / wall_s) if wall_s else None,
+        models=_distinct(docs.column("model"), pages.column("model"), windows.column("model")),
+        backends=_distinct(docs.column("backend"), pages.column("backend")),
+        prompt_ids=_distinct(
             docs.column("prompt_id"), pages.column("prompt_id"), windows.column("prompt_id")
         ),
-        "served_models": _distinct(
+        served_models=_distinct(
             *(
                 tb.column("served_model")
                 for tb in (pages, windows)
                 if "served_model" in tb.column_names
             )
         ),
-        "providers": _distinct(
+        providers=_distinct(
             *(tb.column("provider") for tb in (pages, windows) if "provider" in tb.column_names)
         ),
-        "max_new_tokens": (manifest.get("options") or {}).get("max_new_tokens"),
-    }
+        max_new_tokens=(manifest.get("options") or {}).get("max_new_tokens"),
+    )
 
     # suspect tables, each cut to max_rows
     stage_rank = pc.fill_null(
         pc.index_in(failures.column("stage"), value_set=pa.array(STAGES)), len(STAGES)
     )
-    fail_view = []
-    for row in _rows(
-        failures.append_column("_rank", stage_rank),
-        sort=[("_rank", "ascending"), ("source_uri", "ascending"), ("unit", "ascending")],
-        limit=limits.max_rows,
-    ):
-        row.pop("_rank")
-        row["message"], row["message_cut"] = _clip(row["message"], limits.max_text_chars)
-        fail_view.append(row)
+    fail_view = tuple(
+        _failure(row, limits.max_text_chars)
+        for row in _rows(
+            failures.append_column("_rank", stage_rank),
+            sort=[("_rank", "ascending"), ("source_uri", "ascending"), ("unit", "ascending")],
+            limit=limits.max_rows,
+        )
+    )
     by_place = [("source_uri", "ascending")]
     truncated = [
-        {**r, "kind": "page"}
+        Truncated.from_row(r, kind="page")
         for r in _rows(
             truncated_pages, sort=[*by_place, ("page_number", "ascending")], limit=limits.max_rows
         )
     ] + [
-        {**r, "kind": "window"}
+        Truncated.from_row(r, kind="window")
         for r in _rows(
             truncated_windows,
             sort=[*by_place, ("window_index", "ascending")],
             limit=limits.max_rows,
         )
     ]
-    truncated.sort(key=lambda r: (r["source_uri"], r.get("page_number") or r.get("window_index")))
-    flagged.sort(key=lambda r: (r["source_uri"], r["page_number"]))
+    truncated.sort(key=lambda r: (r.source_uri, r.page_number or r.window_index))
+    flagged.sort(key=lambda r: (r.source_uri, r.page_number))
     not_ok_docs = docs.filter(_isin(docs, "status", ("partial", "failed")))
-    not_ok = _rows(
-        not_ok_docs.append_column("_failed", _eq(not_ok_docs, "status", "failed")),
-        sort=[("_failed", "ascending"), ("source_uri", "ascending")],
-        limit=limits.max_rows,
+    not_ok = tuple(
+        Document.from_row(r)
+        for r in _rows(
+            not_ok_docs.append_column("_failed", _eq(not_ok_docs, "status", "failed")),
+            sort=[("_failed", "ascending"), ("source_uri", "ascending")],
+            limit=limits.max_rows,
+        )
     )
 
     # documents: suspects first
     suspects = (
         set(truncated_pages.column("doc_id").to_pylist())
         | set(truncated_windows.column("doc_id").to_pylist())
-        | {r["doc_id"] for r in flagged}
+        | {r.doc_id for r in flagged}
         | set(unit_failures.column("doc_id").to_pylist())
     )
     page_docs = docs.filter(
@@ -267,100 +253,42 @@ def collect(run: RunData, limits: ReportLimits | None = None) -> Report:
             pc.invert(_eq(docs, "status", "skipped")),
         )
     )
-    shown_docs = _rows(_ranked(page_docs, suspects), limit=limits.max_documents)
-    shown_ids = {d["doc_id"] for d in shown_docs}
-    page_rows: dict[str, dict[int, dict]] = {}
-    for row in _rows(pages, _isin(pages, "doc_id", shown_ids)):
-        row.pop(QUALITY_FLAGS, None)
-        page_rows.setdefault(row["doc_id"], {})[row["page_number"]] = row
-    shown_failures = _rows(failures, _isin(failures, "doc_id", shown_ids))
-    doc_views = []
-    wanted_pages: dict[str, set[int]] = {}
-    for doc in shown_docs:
-        did = doc["doc_id"]
-        rows = page_rows.get(did, {})
-        unit_fails: dict[int, list[dict]] = {}
-        for f in shown_failures:
-            if f["doc_id"] == did and f["unit"] is not None:
-                unit_fails.setdefault(f["unit"], []).append(f)
-        numbers = sorted(set(rows) | set(unit_fails))
-        suspect = [
-            n
-            for n in numbers
-            if n in unit_fails
-            or (did, n) in flags_of
-            or (rows.get(n) or {}).get("finish_reason") == "length"
-        ]
-        chosen = suspect[: limits.max_pages_per_document]
-        chosen += [n for n in numbers if n not in set(chosen)][
-            : limits.max_pages_per_document - len(chosen)
-        ]
-        chosen.sort()
-        wanted_pages[did] = set(chosen)
-        page_views = []
-        for n in chosen:
-            row = rows.get(n)
-            page_views.append(
-                {
-                    "page_number": n,
-                    "row": row,
-                    "flags": flags_of.get((did, n), []),
-                    "failures": unit_fails.get(n, []),
-                    "truncated": bool(row) and row.get("finish_reason") == "length",
-                }
-            )
-        doc_views.append(
-            {
-                "doc": {k: v for k, v in doc.items() if k != "_rank"},
-                "pages": page_views,
-                "pages_total": len(numbers),
-                "pages_omitted": len(numbers) - len(chosen),
-                "failures": [f for f in shown_failures if f["doc_id"] == did and f["unit"] is None],
-            }
-        )
-    # the chosen pages' text, read now
-    texts: dict[tuple[str, int], dict] = {}
-    for row in read_rows(run, "pages", set(wanted_pages)):
-        if row["page_number"] in wanted_pages.get(row["doc_id"], ()):
-            texts[(row["doc_id"], row["page_number"])] = row
-    for view in doc_views:
-        did = view["doc"]["doc_id"]
-        for page in view["pages"]:
-            full = texts.get((did, page["page_number"]))
-            text, text_cut = _clip(full.get("text") if full else None, limits.max_text_chars)
-            layer, layer_cut = _clip(
-                full.get("text_layer") if full else None, limits.max_text_chars
-            )
-            page.update(text=text, text_cut=text_cut, text_layer=layer, text_layer_cut=layer_cut)
+    shown_docs = [
+        Document.from_row(r)
+        for r in _rows(_ranked(page_docs, suspects), limit=limits.max_documents)
+    ]
+    doc_views = _document_views(run, pages, failures, shown_docs, flags_of, limits)
 
     # videos: suspects first
     video_docs = docs.filter(
         pc.and_(_eq(docs, "kind", "video"), pc.invert(_eq(docs, "status", "skipped")))
     )
-    shown_videos = _rows(_ranked(video_docs, suspects), limit=limits.max_videos)
-    video_shown_ids = {d["doc_id"] for d in shown_videos}
+    shown_videos = [
+        Document.from_row(r) for r in _rows(_ranked(video_docs, suspects), limit=limits.max_videos)
+    ]
+    video_shown_ids = {d.doc_id for d in shown_videos}
     win_rows: dict[str, list[dict]] = {}
     for row in _rows(windows, _isin(windows, "doc_id", video_shown_ids)):
         win_rows.setdefault(row["doc_id"], []).append(row)
     event_rows: dict[str, list[dict]] = {}
     for row in _rows(events, _isin(events, "doc_id", video_shown_ids)):
         event_rows.setdefault(row["doc_id"], []).append(row)
-    video_failures: dict[str, list[dict]] = {}
+    video_failures: dict[str, list[Failure]] = {}
     for row in _rows(failures, _isin(failures, "doc_id", video_shown_ids)):
-        video_failures.setdefault(row["doc_id"], []).append(row)
+        video_failures.setdefault(row["doc_id"], []).append(_failure(row))
     queries = list(dict.fromkeys((manifest.get("options") or {}).get("query") or []))
-    video_views = [
-        _video_view(
-            {k: v for k, v in doc.items() if k != "_rank"},
-            win_rows.get(doc["doc_id"], []),
-            event_rows.get(doc["doc_id"], []),
-            video_failures.get(doc["doc_id"], []),
+    video_views = tuple(
+        video_view(
+            doc,
+            win_rows.get(doc.doc_id, []),
+            event_rows.get(doc.doc_id, []),
+            video_failures.get(doc.doc_id, []),
             queries,
             manifest,
             limits,
         )
         for doc in shown_videos
-    ]
+    )
 
     return Report(
         run_id=run.run_id,
@@ -369,9 +297,9 @@ def collect(run: RunData, limits: ReportLimits | None = None) -> Report:
         summary=summary,
         failures=fail_view,
         failures_total=failures.num_rows,
-        truncated=truncated[: limits.max_rows],
+        truncated=tuple(truncated[: limits.max_rows]),
         truncated_total=truncated_pages.num_rows + truncated_windows.num_rows,
-        flagged=flagged[: limits.max_rows],
+        flagged=tuple(flagged[: limits.max_rows]),
         flagged_total=len(flagged),
         has_quality_flags=has_flags,
         not_ok=not_ok,
@@ -384,91 +312,86 @@ def collect(run: RunData, limits: ReportLimits | None = None) -> Report:
     )
 
 
-def _lanes(spans: list[dict]) -> int:
-    """Greedy lane assignment so overlapping spans don't cover each other; returns lanes."""
-    ends: list[float] = []
-    for span in spans:
-        for lane, end in enumerate(ends):
-            if span["start_s"] >= end:
-                ends[lane] = span["end_s"]
-                span["lane"] = lane
-                break
-        else:
-            if len(ends) < 8:
-                ends.append(span["end_s"])
-                span["lane"] = len(ends) - 1
-            else:  # too crowded: the lane that frees first
-                lane = min(range(len(ends)), key=ends.__getitem__)
-                ends[lane] = max(ends[lane], span["end_s"])
-                span["lane"] = lane
-    return max(1, len(ends))
+def _failure(row: dict, max_chars: int | None = None) -> Failure:
+    """A failures row as a view, its message cut to `max_chars` when given."""
+    if max_chars is None:
+        return Failure.from_row(row)
+    message, cut = clip(row["message"], max_chars)
+    return Failure.from_row(row, message=message, message_cut=cut)
 
 
-def _video_view(doc, win_rows, event_rows, failure_rows, queries, manifest, limits):
-    answered = {w["window_index"]: w for w in win_rows}
-    failed: dict[int, list[dict]] = {}
-    for row in failure_rows:
-        if row["unit"] is not None:
-            failed.setdefault(row["unit"], []).append(row)
-    doc_failures = [row for row in failure_rows if row["unit"] is None]
-    duration = doc.get("duration_s") or max(
-        [w["end_s"] for w in win_rows] + [e["end_s"] for e in event_rows] + [0.0]
-    )
-    plan = _window_plan(manifest, duration)
-    # trust the plan only if it agrees with every window the model answered
-    if any(
-        i >= len(plan)
-        or abs(plan[i][0] - w["start_s"]) > 1e-3
-        or abs(plan[i][1] - w["end_s"]) > 1e-3
-        for i, w in answered.items()
-    ):
-        plan = []
-    indexes = sorted(set(answered) | set(failed) | set(range(len(plan))))
-    window_views, unplaced = [], []
-    for i in indexes:
-        if i in answered:
-            start, end = answered[i]["start_s"], answered[i]["end_s"]
-        elif i < len(plan):
-            start, end = plan[i]
-        else:
-            start = end = None
-        state = "failed" if i in failed else ("ok" if i in answered else "missing")
-        view = {
-            "index": i,
-            "start_s": start,
-            "end_s": end,
-            "state": state,
-            "failures": failed.get(i, []),
-            "row": answered.get(i),
-        }
-        (window_views if start is not None else unplaced).append(view)
-    names: list[str | None] = list(queries)
-    for row in event_rows:
-        if row["query"] not in names:
-            names.append(row["query"])
-    if not names:
-        names = [None]
-    timelines = []
-    for query in names[: limits.max_timelines_per_video]:
-        spans = sorted(
-            (dict(e) for e in event_rows if e["query"] == query),
-            key=lambda e: (e["start_s"], e["end_s"]),
-        )
-        shown = spans[: limits.max_spans_per_timeline]
-        for span in shown:
-            span["description"], span["description_cut"] = _clip(
-                span.get("description"), min(limits.max_text_chars, MAX_DESCRIPTION_CHARS)
+def _document_views(
+    run: RunData,
+    pages: pa.Table,
+    failures: pa.Table,
+    shown_docs: list[Document],
+    flags_of: dict[tuple[str, int], tuple[str, ...]],
+    limits: ReportLimits,
+) -> tuple[DocumentView, ...]:
+    """The shown documents, each with its suspect pages first, then its first pages, up to
+    the limit; only the chosen pages' text is read back from Parquet."""
+    shown_ids = {d.doc_id for d in shown_docs}
+    page_rows: dict[str, dict[int, dict]] = {}
+    for row in _rows(pages, _isin(pages, "doc_id", shown_ids)):
+        page_rows.setdefault(row["doc_id"], {})[row["page_number"]] = row
+    shown_failures = [_failure(r) for r in _rows(failures, _isin(failures, "doc_id", shown_ids))]
+    unit_fails: dict[str, dict[int, list[Failure]]] = {}
+    for f in shown_failures:
+        if f.unit is not None:
+            unit_fails.setdefault(f.doc_id or "", {}).setdefault(f.unit, []).append(f)
+    chosen_of: dict[str, list[int]] = {}
+    totals: dict[str, int] = {}
+    for doc in shown_docs:
+        did = doc.doc_id or ""
+        rows, fails = page_rows.get(did, {}), unit_fails.get(did, {})
+        numbers = sorted(set(rows) | set(fails))
+        suspect = [
+            n
+            for n in numbers
+            if n in fails
+            or (did, n) in flags_of
+            or (rows.get(n) or {}).get("finish_reason") == "length"
+        ]
+        chosen = suspect[: limits.max_pages_per_document]
+        chosen += [n for n in numbers if n not in set(chosen)][
+            : limits.max_pages_per_document - len(chosen)
+        ]
+        chosen_of[did] = sorted(chosen)
+        totals[did] = len(numbers)
+    # the chosen pages' text, read now
+    texts: dict[tuple[str, int], dict] = {}
+    for row in read_rows(run, "pages", set(chosen_of)):
+        if row["page_number"] in chosen_of.get(row["doc_id"], ()):
+            texts[(row["doc_id"], row["page_number"])] = row
+    views = []
+    for doc in shown_docs:
+        did = doc.doc_id or ""
+        rows, fails = page_rows.get(did, {}), unit_fails.get(did, {})
+        page_views = []
+        for n in chosen_of[did]:
+            row, full = rows.get(n), texts.get((did, n)) or {}
+            text, text_cut = clip(full.get("text"), limits.max_text_chars)
+            layer, layer_cut = clip(full.get("text_layer"), limits.max_text_chars)
+            page_views.append(
+                PageView(
+                    page_number=n,
+                    row=PageRow.from_row(row) if row else None,
+                    flags=flags_of.get((did, n), ()),
+                    failures=tuple(fails.get(n, ())),
+                    truncated=bool(row) and row.get("finish_reason") == "length",
+                    text=text,
+                    text_cut=text_cut,
+                    text_layer=layer,
+                    text_layer_cut=layer_cut,
+                )
             )
-        lanes = _lanes(shown)
-        timelines.append(
-            {"query": query, "spans": shown, "lanes": lanes, "spans_total": len(spans)}
+        views.append(
+            DocumentView(
+                doc=doc,
+                pages=tuple(page_views),
+                pages_total=totals[did],
+                pages_omitted=totals[did] - len(page_views),
+                failures=tuple(f for f in shown_failures if f.doc_id == did and f.unit is None),
+            )
         )
-    return {
-        "doc": doc,
-        "duration_s": duration,
-        "windows": window_views,
-        "unplaced_windows": unplaced,
-        "timelines": timelines,
-        "timelines_total": len(names),
-        "failures": doc_failures,
-    }
+    return tuple(views)

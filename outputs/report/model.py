@@ -1,8 +1,20 @@
-"""What the report is made of: its bounds (`ReportLimits`) and the collected `Report`."""
+"""What the report is made of: its bounds (`ReportLimits`) and the collected `Report` (its
+parts are the typed views in views.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from vlbeam.outputs.report.views import (
+    Document,
+    DocumentView,
+    Failure,
+    FlaggedPage,
+    Summary,
+    Thumb,
+    Truncated,
+    VideoView,
+)
 
 STAGES = ("ingest", "sniff", "task", "split", "render", "decode", "inference", "parse")
 PAGE_KINDS = ("pdf", "image")
@@ -39,24 +51,28 @@ class ReportLimits:
 
 @dataclass
 class Report:
+    """The collected report. Its views are frozen; the report itself is not, because
+    thumbnails (and the built-in prompts' texts) are added after `collect`."""
+
     run_id: str
     manifest: dict | None
     limits: ReportLimits
-    summary: dict
-    failures: list[dict]
+    summary: Summary
+    failures: tuple[Failure, ...]
     failures_total: int
-    truncated: list[dict]
+    truncated: tuple[Truncated, ...]
     truncated_total: int
-    flagged: list[dict]
+    flagged: tuple[FlaggedPage, ...]
     flagged_total: int
     has_quality_flags: bool
-    not_ok: list[dict]
+    not_ok: tuple[Document, ...]
     not_ok_total: int
-    documents: list[dict]
+    documents: tuple[DocumentView, ...]
     documents_total: int
-    videos: list[dict]
+    videos: tuple[VideoView, ...]
     videos_total: int
-    thumbs: dict[tuple, dict] = field(default_factory=dict)
-    thumb_stats: dict = field(default_factory=dict)
+    # ("page", doc_id, page_number) or ("frame", doc_id, time_s rounded to ms) -> thumbnail
+    thumbs: dict[tuple[str, str, float], Thumb] = field(default_factory=dict)
+    thumb_stats: dict[str, int | bool] = field(default_factory=dict)
     generated_at: str = ""
     prompt_texts: dict[str, str] = field(default_factory=dict)  # built-in prompts, by id

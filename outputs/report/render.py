@@ -22,6 +22,7 @@ from markupsafe import Markup
 
 from vlbeam.outputs.report.markdown import render_markdown
 from vlbeam.outputs.report.model import MAX_WINDOWS_DRAWN, Report
+from vlbeam.outputs.report.views import Card, Summary, WindowView
 
 DASH = "\u2013"  # en dash: missing values, time ranges
 PACKAGE = "vlbeam.outputs.report"
@@ -112,10 +113,10 @@ def ticks(duration: float) -> list[float]:
     return [i * step for i in range(int(duration / step) + 1)]
 
 
-def window_title(w: dict) -> str:
-    text = f"window {w['index']}: {clock(w['start_s'])}{DASH}{clock(w['end_s'])} ({w['state']})"
-    for failure in w["failures"]:
-        text += f"\n{failure['stage']} {failure['error_type']}: {failure['message'][:300]}"
+def window_title(w: WindowView) -> str:
+    text = f"window {w.index}: {clock(w.start_s)}{DASH}{clock(w.end_s)} ({w.state})"
+    for failure in w.failures:
+        text += f"\n{failure.stage} {failure.error_type}: {failure.message[:300]}"
     return text
 
 
@@ -149,16 +150,17 @@ def environment() -> Environment:
 def _shown_anchors(report: Report) -> set[str]:
     found = set()
     for view in report.documents:
-        did = view["doc"]["doc_id"]
+        did = view.doc.doc_id
         found.add(anchor("d", did))
-        found |= {anchor("p", did, p["page_number"]) for p in view["pages"]}
-    found |= {anchor("v", view["doc"]["doc_id"]) for view in report.videos}
+        found |= {anchor("p", did, p.page_number) for p in view.pages}
+    found |= {anchor("v", video.doc.doc_id) for video in report.videos}
     return found
 
 
-def _link_target(shown: set[str], row: dict, unit=None) -> str | None:
-    """The page, document or video shown below that a suspect row names, if it is shown."""
-    did = row.get("doc_id")
+def _link_target(shown: set[str], row, unit=None) -> str | None:
+    """The page, document or video shown below that a suspect row (any view with a `doc_id`)
+    names, if it is shown."""
+    did = row.doc_id
     if not did:
         return None
     targets = [anchor("d", did), anchor("v", did)]
@@ -167,44 +169,43 @@ def _link_target(shown: set[str], row: dict, unit=None) -> str | None:
     return next((t for t in targets if t in shown), None)
 
 
-def _cards(s: dict) -> list[dict]:
-    """The summary cards: (metric, label, value, detail, tone)."""
-    status = s["documents_by_status"]
-    pages_detail = f"of {fmt_int(s['pages_expected'])} pages"
-    if s["pages_failed"]:
-        pages_detail += f"; {s['pages_failed']:,} failed"
-    cost = s["cost_usd"]
+def _cards(s: Summary) -> list[Card]:
+    """The summary cards."""
+    status = s.documents_by_status
+    pages_detail = f"of {fmt_int(s.pages_expected)} pages"
+    if s.pages_failed:
+        pages_detail += f"; {s.pages_failed:,} failed"
+    cost = s.cost_usd
     cost_detail = ""
-    if cost and s["pages_ok"]:
-        cost_detail = f"${cost / s['pages_ok'] * 1000:,.4f} per 1,000 pages"
+    if cost and s.pages_ok:
+        cost_detail = f"${cost / s.pages_ok * 1000:,.4f} per 1,000 pages"
     if cost is None:
         cost_detail = cost_detail or "no prices configured"
-    flagged = s["pages_flagged"]
+    flagged = s.pages_flagged
     rows = [
-        ("documents", "documents", fmt_int(s["documents"]),
+        ("documents", "documents", fmt_int(s.documents),
          " · ".join(f"{n} {k}" for k, n in sorted(status.items())),
          "bad" if status.get("failed") else ("warn" if status.get("partial") else "")),
-        ("pages", "pages OCR'd", fmt_int(s["pages_ok"]), pages_detail,
-         "bad" if s["pages_failed"] else ""),
-        ("truncated", "hit --max-new-tokens", fmt_int(s["pages_truncated"]),
-         f"pages (max {s['max_new_tokens']})" if s["max_new_tokens"] else "pages",
-         "warn" if s["pages_truncated"] else ""),
+        ("pages", "pages OCR'd", fmt_int(s.pages_ok), pages_detail,
+         "bad" if s.pages_failed else ""),
+        ("truncated", "hit --max-new-tokens", fmt_int(s.pages_truncated),
+         f"pages (max {s.max_new_tokens})" if s.max_new_tokens else "pages",
+         "warn" if s.pages_truncated else ""),
         ("flagged", "quality flags", DASH if flagged is None else fmt_int(flagged),
          "pages" if flagged is not None else "no quality_flags column", "warn" if flagged else ""),
-        ("windows", "video windows", fmt_int(s["windows_answered"]),
-         f"answered; {s['windows_failed']:,} failed; {count_noun(s['events'], 'span')}",
-         "bad" if s["windows_failed"] else ""),
-        ("failures", "failures", fmt_int(s["failures"]),
-         f"{len(s['failures_by_stage_type'])} stage/type pairs", "bad" if s["failures"] else ""),
-        ("tokens", "tokens", fmt_int(s["input_tokens"] + s["output_tokens"]),
-         f"{s['input_tokens']:,} in · {s['output_tokens']:,} out", ""),
+        ("windows", "video windows", fmt_int(s.windows_answered),
+         f"answered; {s.windows_failed:,} failed; {count_noun(s.events, 'span')}",
+         "bad" if s.windows_failed else ""),
+        ("failures", "failures", fmt_int(s.failures),
+         f"{len(s.failures_by_stage_type)} stage/type pairs", "bad" if s.failures else ""),
+        ("tokens", "tokens", fmt_int(s.input_tokens + s.output_tokens),
+         f"{s.input_tokens:,} in · {s.output_tokens:,} out", ""),
         ("cost", "cost", DASH if cost is None else f"${cost:,.4f}", cost_detail, ""),
-        ("wall", "wall time", secs(s["wall_s"]), "from the run manifest", ""),
-        ("pages_per_s", "pages/s", DASH if s["pages_per_s"] is None else f"{s['pages_per_s']:.2f}",
+        ("wall", "wall time", secs(s.wall_s), "from the run manifest", ""),
+        ("pages_per_s", "pages/s", DASH if s.pages_per_s is None else f"{s.pages_per_s:.2f}",
          "OCR'd pages / wall", ""),
     ]  # fmt: skip
-    keys = ("metric", "label", "value", "detail", "tone")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    return [Card(*row) for row in rows]
 
 
 def _thumb_text(stats: dict) -> str:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from vlbeam.outputs.report.model import Report, ReportLimits
+from vlbeam.outputs.report.views import Document, Thumb
 from vlbeam.transforms.media.files import read_uri
 
 
@@ -85,30 +86,31 @@ class Thumbnailer:
             return f"left out: the thumbnail time budget ({budget:g} s) ran out"
         return None
 
-    def _keep(self, image: bytes) -> dict:
+    def _keep(self, image: bytes, time_s: float | None = None) -> Thumb:
         data = _jpeg(image, self.limits.thumb_long_side)
         self.stats["made"] += 1
         self.stats["bytes"] += len(data)
-        return {"src": "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")}
+        src = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+        return Thumb(src=src, time_s=time_s)
 
-    def _unavailable(self, note: str) -> dict:
+    def _unavailable(self, note: str) -> Thumb:
         self.stats["unavailable"] += 1
-        return {"note": note}
+        return Thumb(note=note)
 
-    def _left_out(self, note: str) -> dict:
+    def _left_out(self, note: str) -> Thumb:
         self.stats["left_out"] += 1
-        return {"note": note}
+        return Thumb(note=note)
 
-    def pages(self, doc: dict, page_numbers: list[int]) -> dict[int, dict]:
+    def pages(self, doc: Document, page_numbers: list[int]) -> dict[int, Thumb]:
         from vlbeam.schemas.config import RenderConfig
 
-        found: dict[int, dict] = {}
+        found: dict[int, Thumb] = {}
         if not page_numbers:
             return found
         note = self._budget_left()
         if note:
             return {n: self._left_out(note) for n in page_numbers}
-        path = resolve_source(doc["source_uri"], self.source_root)
+        path = resolve_source(doc.source_uri, self.source_root)
         if path is None:
             return {
                 n: self._unavailable("no thumbnail: source file not found") for n in page_numbers
@@ -120,7 +122,7 @@ class Thumbnailer:
                 n: self._unavailable(f"no thumbnail: cannot read source ({exc})")
                 for n in page_numbers
             }
-        if hashlib.sha256(data).hexdigest() != doc["doc_id"]:
+        if hashlib.sha256(data).hexdigest() != doc.doc_id:
             return {
                 n: self._unavailable(
                     "no thumbnail: the source changed since the run (its SHA-256 is not the doc_id)"
@@ -142,25 +144,25 @@ class Thumbnailer:
                 found[n] = self._left_out(note)
                 continue
             try:
-                page = self.helper.render(doc["doc_id"], data, doc["kind"], n, cfg)
+                page = self.helper.render(doc.doc_id, data, doc.kind, n, cfg)
                 found[n] = self._keep(page.image)
             except Exception as exc:  # a thumbnail that can't be made is a note, not an error
                 found[n] = self._unavailable(f"no thumbnail: {type(exc).__name__}: {exc}")
         return found
 
-    def frames(self, doc: dict, times: list[float], duration_s: float) -> dict[float, dict]:
+    def frames(self, doc: Document, times: list[float], duration_s: float) -> dict[float, Thumb]:
         from vlbeam.transforms.media.video_decode import SamplingConfig
 
-        found: dict[float, dict] = {}
+        found: dict[float, Thumb] = {}
         if not times:
             return found
         note = self._budget_left()
         if note:
             return {t: self._left_out(note) for t in times}
-        path = resolve_source(doc["source_uri"], self.source_root)
+        path = resolve_source(doc.source_uri, self.source_root)
         if path is None:
             return {t: self._unavailable("no thumbnail: source file not found") for t in times}
-        if doc.get("size_bytes") is not None and _size(path) != doc["size_bytes"]:
+        if doc.size_bytes is not None and _size(path) != doc.size_bytes:
             return {
                 t: self._unavailable(
                     "no thumbnail: the source changed since the run (its size differs)"
@@ -188,7 +190,7 @@ class Thumbnailer:
             if not frames:
                 found[t] = self._unavailable(f"no thumbnail: no frame decodes at {t:.1f} s")
                 continue
-            found[t] = {**self._keep(frames[0].image), "time_s": frames[0].time_s}
+            found[t] = self._keep(frames[0].image, frames[0].time_s)
         return found
 
 
@@ -202,19 +204,19 @@ def add_thumbnails(report: Report, source_root: str | None = None) -> Report:
     maker = Thumbnailer(limits, source_root)
     try:
         for view in report.documents:
-            doc = view["doc"]
-            numbers = [p["page_number"] for p in view["pages"]]
+            doc = view.doc
+            numbers = [p.page_number for p in view.pages]
             for n, thumb in maker.pages(doc, numbers).items():
-                report.thumbs[("page", doc["doc_id"], n)] = thumb
-        for view in report.videos:
-            doc = view["doc"]
+                report.thumbs[("page", doc.doc_id, n)] = thumb
+        for video in report.videos:
+            doc = video.doc
             times: list[float] = []
-            for timeline in view["timelines"]:
-                for span in timeline["spans"][: limits.max_span_thumbnails]:
-                    times.append(round(span["start_s"], 3))
+            for timeline in video.timelines:
+                for span in timeline.spans[: limits.max_span_thumbnails]:
+                    times.append(round(span.start_s, 3))
             times = sorted(set(times))
-            for t, thumb in maker.frames(doc, times, view["duration_s"]).items():
-                report.thumbs[("frame", doc["doc_id"], t)] = thumb
+            for t, thumb in maker.frames(doc, times, video.duration_s).items():
+                report.thumbs[("frame", doc.doc_id, t)] = thumb
     finally:
         maker.close()
     report.thumb_stats = dict(maker.stats)
