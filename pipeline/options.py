@@ -227,6 +227,14 @@ class VlbeamOptions(PipelineOptions):
         )
         _flag(
             parser,
+            "render_workers",
+            type=int,
+            default=r.workers,
+            help="helper processes rendering pages and decoding video per worker process, all "
+            "feeding its one engine (0 = one per CPU; see transforms/helper_pool.py)",
+        )
+        _flag(
+            parser,
             "page_image_format",
             default=r.image_format,
             choices=IMAGE_FORMATS,
@@ -560,6 +568,7 @@ def render_config(opts: VlbeamOptions) -> RenderConfig:
         image_format=opts.page_image_format,
         password=opts.pdf_password,
         pages_per_task=opts.pages_per_task,
+        workers=opts.render_workers,
         password_env=opts.pdf_password_env or None,
         passwords_file=opts.pdf_passwords_file or None,
     )

@@ -29,6 +29,8 @@ class RenderConfig:
     password: str | None = None
     pages_per_task: int = 8
     extract_text_layer: bool = True
+    # helper processes rendering/decoding per worker process; 0 = one per CPU it may use
+    workers: int = 0
     # where workers find PDF passwords (names and paths only: never a password)
     password_env: str | None = None  # an environment variable's name
     passwords_file: str | None = None  # a JSON file on any Beam filesystem
@@ -44,6 +46,8 @@ class RenderConfig:
             raise ValueError("target_long_side must be within 64..16384 px")
         if self.max_pixels < self.min_short_side * self.min_short_side:
             raise ValueError("max_pixels is too small")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0 (0 = one per CPU)")
         if self.timeout_s <= 0 or self.max_memory_mb < 256 or self.pages_per_task < 1:
             raise ValueError("timeout_s > 0, max_memory_mb >= 256 and pages_per_task >= 1")
 

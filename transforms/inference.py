@@ -1,13 +1,14 @@
 """Work units → model results, in one fused stage that never waits on a batch barrier.
 
-Each `PageRange` is rendered and each `VideoWindow` decoded right here (in the worker's helper
-process), and every page or window is submitted to the worker process's engine as soon as it
-exists. Results are emitted as they complete. The number of requests outstanding is bounded by
-the engine's `capacity`, so the helper renders ahead of the model by at most that much (a
-bounded prefetch that overlaps rendering with inference) and memory stays flat however long
-the input. One engine per worker process, whatever the number of DoFn instances or threads:
-the model, the connection pool or the managed server loads once, and is closed when the last
-instance is torn down.
+Each `PageRange` is rendered and each `VideoWindow` decoded right here, by the worker process's
+pool of helper processes (`helper_pool`: `--render-workers`, by default one per core, units
+rendered in parallel), and every page or window is submitted to the worker process's engine as
+soon as it exists. Results are emitted as they complete. The number of requests outstanding is
+bounded by the engine's `capacity`, and the helpers run ahead of that by at most
+`PREFETCH_PER_HELPER` items each (a bounded prefetch that overlaps rendering with inference),
+so memory stays flat however long the input. One engine and one helper pool per worker
+process, whatever the number of DoFn instances or threads: the model, the connection pool or
+the managed server loads once, and both are closed when the last instance is torn down.
 
 Output: (PageRef | WindowRef, VLResult) for results that came back, and `failures` (stage
 `render`, `decode` or `inference`).
@@ -35,12 +36,13 @@ from vlbeam.schemas.elements import (
     PageRef,
     VideoWindow,
     VLRequest,
+    WindowFrames,
     VLResult,
 )
 from vlbeam.transforms.backends.engine import Engine, InferenceBackend
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.grounding import window_request
-from vlbeam.transforms.helper_dofn import HelperDoFn
+from vlbeam.transforms.helper_pool import HelperPool, UnitFeed, resolve_workers
 from vlbeam.transforms.media.page_quality import (
     Answer,
     better_answer,
@@ -133,7 +135,7 @@ def keep_or_retry(
     return dataclasses.replace(best[1], retries=entry.attempt), None
 
 
-class _InferUnits(HelperDoFn):
+class _InferUnits(beam.DoFn):
     def __init__(
         self,
         backend: InferenceBackend,
@@ -143,58 +145,79 @@ class _InferUnits(HelperDoFn):
         grounding_prompt: Prompt,
         policy: PagePolicy = DEFAULT_POLICY,
     ) -> None:
-        super().__init__(max(render.max_memory_mb, video.max_memory_mb))
         self._backend = backend
         self._policy = policy
         self._render, self._video = render, video
         self._ocr_prompt, self._grounding_prompt = ocr_prompt, grounding_prompt
         self._key = uuid.uuid4().hex  # pickled along: every instance in a process shares it
         self._engine: Engine | None = None
+        self._pool: HelperPool | None = None
+        self._feed: UnitFeed | None = None
         self._pending: dict[concurrent.futures.Future, _Pending] = {}
         self._loaded_here = False
 
     def setup(self) -> None:
-        super().setup()
-        self._pages = PageRenderer(self._render)
-        self._windows = WindowSampler(self._video)
+        self._pages = PageRenderer(self._render, counted=False)  # counted here, see _requests
+        self._windows = WindowSampler(self._video, counted=False)
+        self._rendered = Metrics.counter(NAMESPACE, "pages_rendered")
+        self._windows_decoded = Metrics.counter(NAMESPACE, "video_windows_decoded")
+        self._frames = Metrics.counter(NAMESPACE, "video_frames")
 
         def create() -> Engine:
             logger.info("loading %s engine for %s", self._backend.backend, self._backend.model_name)
             return self._backend.create_engine()
 
+        def create_pool() -> HelperPool:
+            workers = resolve_workers(self._render.workers)
+            logger.info("rendering and decoding in %d helper processes", workers)
+            return HelperPool(workers, max(self._render.max_memory_mb, self._video.max_memory_mb))
+
         self._engine, self._loaded_here = acquire_engine(self._key, create)
+        self._pool, _ = acquire_engine(self._key + "/helpers", create_pool)
+        self._feed = UnitFeed(self._pool, self._make)
         self._pending = {}
 
     def teardown(self) -> None:
         if self._engine is not None:
             self._engine = None
             release_engine(self._key)
-        super().teardown()
+        if self._pool is not None:
+            self._pool, self._feed = None, None
+            release_engine(self._key + "/helpers")
 
-    def _requests(self, unit) -> Iterator[tuple[object, VLRequest | VLResult] | Failure]:
-        """(key, request) for the model, (key, result) for a page that needs none, failures."""
+    def _make(self, helper, unit) -> Iterator[PageImage | WindowFrames | Failure]:
+        """On a pool thread: a unit's rendered pages, or its decoded window (or failures)."""
         if isinstance(unit, PageRange):
-            for page in self._pages.pages(self._helper, unit):
-                if isinstance(page, Failure):
-                    yield page
-                    continue
-                result = page_without_model(page, self._policy)
-                yield (page.ref, result) if result else page_request(page, self._ocr_prompt)
+            yield from self._pages.pages(helper, unit)
         elif isinstance(unit, VideoWindow):
-            frames = self._windows.frames(self._helper, unit)
-            yield (
-                frames
-                if isinstance(frames, Failure)
-                else window_request(frames, self._grounding_prompt)
-            )
+            yield self._windows.frames(helper, unit)
         else:
             raise TypeError(f"not a work unit: {type(unit).__name__}")
+
+    def _requests(self, item) -> Iterator[tuple[object, VLRequest | VLResult] | Failure]:
+        """(key, request) for the model, (key, result) for a page that needs none, failures."""
+        if isinstance(item, Failure):
+            yield item
+        elif isinstance(item, PageImage):
+            self._rendered.inc()
+            result = page_without_model(item, self._policy)
+            yield (item.ref, result) if result else page_request(item, self._ocr_prompt)
+        else:
+            self._windows_decoded.inc()
+            self._frames.inc(len(item.frames))
+            yield window_request(item, self._grounding_prompt)
 
     def process(self, unit):
         if self._loaded_here:  # counted here: metrics from setup() are not reported
             Metrics.counter(NAMESPACE, "model_loads").inc()
             self._loaded_here = False
-        for item in self._requests(unit):
+        for item in self._feed.put(unit):
+            yield from self._infer(item)
+        for item in self._feed.ready():
+            yield from self._infer(item)
+
+    def _infer(self, made):
+        for item in self._requests(made):
             if isinstance(item, Failure):
                 yield dead_letter(item)
                 continue
@@ -211,19 +234,14 @@ class _InferUnits(HelperDoFn):
         self._pending[self._engine.submit(entry.request)] = entry
 
     def finish_bundle(self):
+        for made in self._feed.drain():  # the units still being rendered or decoded
+            yield from _windowed(self._infer(made))
         self._engine.flush()
-        yield from self._finish_outputs()
+        yield from _windowed(self._collect(keep=0, drain=True))
         sizes = getattr(self._engine, "take_batch_sizes", list)()
         if sizes:  # batched engines: how full their batches were, for the summary
             Metrics.counter(NAMESPACE, "model_batches").inc(len(sizes))
             Metrics.counter(NAMESPACE, "model_batch_requests").inc(sum(sizes))
-
-    def _finish_outputs(self):
-        for out in self._collect(keep=0, drain=True):
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
-            else:
-                yield GlobalWindows.windowed_value(out)
 
     def _collect(self, keep: int | None, drain: bool = False):
         """Emit finished results; with `keep`, first wait until at most `keep` are pending
@@ -257,6 +275,15 @@ class _InferUnits(HelperDoFn):
                 yield dead_letter(
                     entry.key.failure("inference", result.error_type, result.error_message or "")
                 )
+
+
+def _windowed(outputs):
+    """finish_bundle's outputs must carry their window."""
+    for out in outputs:
+        if isinstance(out, beam.pvalue.TaggedOutput):
+            yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+        else:
+            yield GlobalWindows.windowed_value(out)
 
 
 class InferUnits(beam.PTransform):

@@ -54,11 +54,12 @@ def plan_pages(
 class PageRenderer:
     """Renders page ranges through a helper process, which reads each document itself from
     its URI (this process never holds a document's bytes) and keeps it open across the
-    consecutive ranges of one PDF."""
+    consecutive ranges of one PDF. With `counted=False` it doesn't count `pages_rendered`
+    (the caller does: a helper-pool thread can't update Beam metrics)."""
 
-    def __init__(self, cfg: RenderConfig) -> None:
+    def __init__(self, cfg: RenderConfig, counted: bool = True) -> None:
         self._cfg = cfg
-        self._rendered = Metrics.counter(NAMESPACE, "pages_rendered")
+        self._rendered = Metrics.counter(NAMESPACE, "pages_rendered") if counted else None
 
     def pages(self, helper: HelperProcess, task: PageRange) -> Iterator[PageImage | Failure]:
         """Each page of the range, rendered, or a `render` failure for that page."""
@@ -75,7 +76,8 @@ class PageRenderer:
             except Exception as exc:
                 yield _render_failure(exc, source, page)
                 continue
-            self._rendered.inc()
+            if self._rendered is not None:
+                self._rendered.inc()
             ref = PageRef(
                 doc_id=source.doc_id,
                 source_uri=source.uri,

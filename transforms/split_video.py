@@ -71,10 +71,13 @@ def plan_video(
 
 
 class WindowSampler:
-    """Decodes a window's frames through a helper process (time-bounded)."""
+    """Decodes a window's frames through a helper process (time-bounded). With
+    `counted=False` it doesn't count `video_windows_decoded`/`video_frames` (the caller does:
+    a helper-pool thread can't update Beam metrics)."""
 
-    def __init__(self, cfg: VideoConfig) -> None:
+    def __init__(self, cfg: VideoConfig, counted: bool = True) -> None:
         self._cfg = cfg
+        self._counted = counted
         self._frames = Metrics.counter(NAMESPACE, "video_frames")
         self._windows = Metrics.counter(NAMESPACE, "video_windows_decoded")
 
@@ -104,8 +107,9 @@ class WindowSampler:
         if errors:
             logger.warning("%s of %s: skipped %d undecodable packets", window.describe(),
                            source.uri, errors)  # fmt: skip
-        self._windows.inc()
-        self._frames.inc(len(frames))
+        if self._counted:
+            self._windows.inc()
+            self._frames.inc(len(frames))
         ref = WindowRef(
             doc_id=source.doc_id,
             source_uri=source.uri,

@@ -84,6 +84,11 @@ class HelperProcess:
             self._open_doc = None
         return self._proc
 
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id (None before the first call)."""
+        return self._proc.pid if self._proc is not None else None
+
     def close(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
