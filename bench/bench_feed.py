@@ -306,7 +306,7 @@ def run_vlbeam(argv: list[str], cores: str | None) -> dict:
     cmd = [*VLBEAM, "run", *argv]
     if cores is not None:
         cmd = ["taskset", "-c", cores, *cmd]
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - read after the run, closed with it
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     peak, helpers = 0, set()
@@ -350,10 +350,7 @@ NO_WORKERS_FLAG = False  # --baseline: a vlbeam without --render-workers
 
 
 def job_argv(server: InstantServer, inp: str, out: Path, workers: int, extra=()) -> list[str]:
-    if NO_WORKERS_FLAG:
-        extra = [*extra]
-    else:
-        extra = [f"--render-workers={workers}", *extra]
+    extra = [*extra] if NO_WORKERS_FLAG else [f"--render-workers={workers}", *extra]
     tasks = "grounding" if inp.endswith(".mp4") else "ocr"
     return [
         f"--input={inp}", f"--output={out}", f"--tasks={tasks}", "--backend=openai",

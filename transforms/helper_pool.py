@@ -103,7 +103,7 @@ class HelperPool:
             try:
                 for item in work(helper, unit):
                     feed.put(item)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by the DoFn's thread
+            except BaseException as exc:
                 feed.put(_Raised(exc))
             feed.put(_Finished(unit))
 

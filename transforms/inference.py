@@ -36,8 +36,8 @@ from vlbeam.schemas.elements import (
     PageRef,
     VideoWindow,
     VLRequest,
-    WindowFrames,
     VLResult,
+    WindowFrames,
 )
 from vlbeam.transforms.backends.engine import Engine, InferenceBackend
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter

@@ -167,7 +167,8 @@ def render_pdf_page(
                 0 <= a - b <= 1 for a, b in zip(image.size, want, strict=True)
             ):
                 image = image.crop((0, 0, *want))
-        image = image.convert("RGB")
+        if image.mode != "RGB":  # pdfium's BGR comes out as a new RGB image: no copy
+            image = image.convert("RGB")
         from vlbeam.transforms.media.page_quality import page_image_coverage
 
         coverage = page_image_coverage(page)
