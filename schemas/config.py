@@ -1,7 +1,8 @@
 """Frozen, validated configuration objects built once in the launcher.
 
 DoFns and model handlers take these as constructor arguments, so workers never
-re-parse pipeline options.
+re-parse pipeline options. A field a user sets is declared here once, with its flag
+(`schemas/flags.py`).
 """
 
 from __future__ import annotations
@@ -9,31 +10,69 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vlbeam.schemas.flags import flag, none_if_empty
+
 PDF_RENDERERS = ("pypdfium2", "pdf2image")
 IMAGE_FORMATS = ("png", "webp", "jpeg")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 TASKS = ("ocr", "grounding")
+MAX_BATCH_SIZE = 4
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
 class RenderConfig:
-    renderer: str = "pypdfium2"
-    target_long_side: int = 1288
-    max_pixels: int = 1288 * 1288 * 2
-    min_short_side: int = 28
-    timeout_s: float = 60.0
-    max_memory_mb: int = 4096
-    image_format: str = "png"
-    password: str | None = None
-    pages_per_task: int = 8
-    extract_text_layer: bool = True
-    # helper processes rendering/decoding per worker process; 0 = one per CPU it may use
-    workers: int = 0
+    renderer: str = flag("pypdfium2", name="pdf_renderer", choices=PDF_RENDERERS)
+    password: str | None = flag(
+        None,
+        name="pdf_password",
+        help="deprecated, travels in the pipeline options (runners show them): use "
+        "--pdf-password-env or --pdf-passwords-file",
+    )
     # where workers find PDF passwords (names and paths only: never a password)
-    password_env: str | None = None  # an environment variable's name
-    passwords_file: str | None = None  # a JSON file on any Beam filesystem
+    password_env: str | None = flag(
+        None,
+        name="pdf_password_env",
+        convert=none_if_empty,
+        help="environment variable holding the password for encrypted PDFs, read on the "
+        "workers (the empty password is always tried first)",
+    )
+    passwords_file: str | None = flag(
+        None,
+        name="pdf_passwords_file",
+        convert=none_if_empty,
+        help='JSON file (any Beam filesystem) of per-file PDF passwords, {"KEY": "password"}: '
+        "KEY a doc_id (SHA-256), a URI, a glob on the URI or on the file name; read on the "
+        "workers, wins over --pdf-password-env",
+    )
+    target_long_side: int = flag(1288, help="rendered page size: pixels on the longest side")
+    max_pixels: int = flag(
+        1288 * 1288 * 2,
+        name="max_page_pixels",
+        help="hard cap on pixels per rendered page (larger pages are scaled down)",
+    )
+    timeout_s: float = flag(60.0, name="render_timeout_s", help="time bound for rendering one page")
+    max_memory_mb: int = flag(
+        4096, name="render_memory_mb", help="address-space limit of the helper process"
+    )
+    image_format: str = flag(
+        "png",
+        name="page_image_format",
+        choices=IMAGE_FORMATS,
+        help="how pages travel between stages (png is lossless and fastest to encode)",
+    )
+    pages_per_task: int = flag(
+        8, help="pages per render work item (big PDFs fan out in ranges of this size)"
+    )
+    workers: int = flag(
+        0,
+        name="render_workers",
+        help="helper processes rendering pages and decoding video per worker process, all "
+        "feeding its one engine (0 = one per CPU; see transforms/helper_pool.py)",
+    )
+    min_short_side: int = 28
+    extract_text_layer: bool = True
 
     def __post_init__(self) -> None:
         if self.password_env is not None and not _ENV_NAME.fullmatch(self.password_env):
@@ -63,16 +102,34 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "Qwen/Qwen3-VL-2B-Instruct"
-    device: str = "auto"
-    dtype: str = "auto"
-    max_new_tokens: int = 2048
-    do_sample: bool = False
-    max_batch_size: int = 4
+    model: str = flag(
+        "Qwen/Qwen3-VL-2B-Instruct",
+        help="hub id or local folder of a Qwen3-VL checkpoint, or 'tiny-random'",
+    )
+    device: str = flag("auto", choices=DEVICES)
+    dtype: str = flag("auto", choices=DTYPES)
+    max_new_tokens: int = flag(2048)
+    max_batch_size: int = flag(
+        MAX_BATCH_SIZE,
+        flag_default=None,  # None: not given (backends without batches refuse the flag)
+        help=f"local models: requests per generate call (default {MAX_BATCH_SIZE}); "
+        "batches fill to this size whenever enough work is queued",
+    )
     # ~31k visual tokens (32x32 px each): 8+ pages, or one 128-frame window at 448x448
-    max_batch_pixels: int | None = 32_000_000
-    max_batch_duration_secs: float | None = None
-    attn_implementation: str | None = None
+    max_batch_pixels: int | None = flag(
+        32_000_000,
+        help="local models: pixels one batch may show the model (pages and video frames); "
+        "bounds memory, so long video windows run in smaller batches",
+    )
+    max_batch_duration_secs: float | None = flag(
+        None,
+        help="local models: start a partial batch after this many seconds without new work "
+        "(default: only at the end of a bundle)",
+    )
+    attn_implementation: str | None = flag(
+        None, help="transformers attention implementation (sdpa, flash_attention_2, eager)"
+    )
+    do_sample: bool = False
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -99,8 +156,18 @@ class PagePolicy:
     """Where a page needs the model (`--text-layer-policy`; blank pages never do) and how
     often a degenerate answer is tried again (`--retry-degenerate`)."""
 
-    text_layer_policy: str = "ocr"
-    retry_degenerate: int = 0
+    text_layer_policy: str = flag(
+        "ocr",
+        choices=TEXT_LAYER_POLICIES,
+        help="ocr: the model reads every page (blank pages excepted); prefer: a page whose "
+        "text layer passes the quality test uses it, no model call; compare: OCR every page "
+        "and record text_layer_agreement where a text layer exists",
+    )
+    retry_degenerate: int = flag(
+        0,
+        help="retry a page whose answer is flagged (repetition, length, empty) up to N "
+        "times at a rising temperature, keeping the best answer",
+    )
 
     def __post_init__(self) -> None:
         if self.text_layer_policy not in TEXT_LAYER_POLICIES:

@@ -24,6 +24,7 @@ from vlbeam.schemas.elements import (
     WindowRef,
 )
 from vlbeam.schemas.errors import EmptyWindow
+from vlbeam.schemas.flags import flag, same_flag
 from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.media.helper_process import HelperProcess
 from vlbeam.transforms.media.video_decode import SamplingConfig
@@ -33,11 +34,21 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VideoConfig:
-    window_s: float = 60.0
-    overlap_s: float = 4.0
+    window_s: float = flag(
+        60.0, name="window_seconds", help="length of the video windows the model sees"
+    )
+    overlap_s: float = flag(
+        4.0,
+        name="window_overlap_seconds",
+        help="overlap between consecutive windows (events on a boundary stay whole)",
+    )
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    timeout_s: float = 300.0
-    max_memory_mb: int = 4096
+    timeout_s: float = flag(
+        300.0,
+        name="decode_timeout_s",
+        help="time bound for probing a video or decoding one window",
+    )
+    max_memory_mb: int = same_flag("render_memory_mb", 4096)
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap_s < self.window_s:

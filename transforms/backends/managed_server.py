@@ -44,6 +44,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 
+from vlbeam.schemas.flags import flag
+
 logger = logging.getLogger(__name__)
 
 KINDS = ("vllm", "sglang", "command")
@@ -93,24 +95,56 @@ class ServerSpec:
     kind: str
     model: str
     served_model_name: str | None = None
-    server_python: str | None = None
-    command_template: str | None = None
-    extra_args: tuple[str, ...] = ()
+    server_python: str | None = flag(
+        None,
+        help="vllm/sglang: an interpreter with vLLM or SGLang installed (default: the vllm "
+        "or sglang on PATH)",
+    )
+    command_template: str | None = flag(
+        None,
+        name="server_command",
+        help="vllm/sglang: replace the whole server command; {model}, {host}, {port} and "
+        "{python} are filled in (any OpenAI-compatible server)",
+    )
+    extra_args: tuple[str, ...] = flag(
+        (),
+        name="server_arg",
+        help="vllm/sglang: an extra argument for the server command; repeatable",
+    )
     host: str = "127.0.0.1"
     port: int | None = None  # None: a free port, chosen at each start
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = flag(
+        1, help="vllm/sglang: GPUs per server (default 1: one server per GPU, data parallel)"
+    )
     gpu_ids: tuple[str, ...] | None = None
-    max_model_len: int | None = DEFAULT_MAX_MODEL_LEN
+    max_model_len: int | None = flag(
+        DEFAULT_MAX_MODEL_LEN,
+        name="server_max_model_len",
+        flag_default=None,  # None: sized for the job (size_model_len)
+        help="vllm/sglang: context length (default: sized for a page, or for a video "
+        "window at --max-frames-per-window when grounding)",
+    )
     images_per_prompt: int | None = 1
     videos_per_prompt: int | None = 0
-    gpu_memory_utilization: float | None = DEFAULT_GPU_MEMORY_UTILIZATION
+    gpu_memory_utilization: float | None = flag(
+        DEFAULT_GPU_MEMORY_UTILIZATION,
+        help="vllm/sglang: share of GPU memory the server may take",
+    )
     prefix_caching: bool = False
     mm_processor_cache_gb: float | None = 0.0
     dtype: str | None = None
     health_path: str = "/v1/models"
-    start_timeout_s: float = DEFAULT_START_TIMEOUT_S
+    start_timeout_s: float = flag(
+        DEFAULT_START_TIMEOUT_S,
+        name="server_start_timeout_s",
+        help="vllm/sglang: how long a server may take to load and answer /v1/models",
+    )
     stop_timeout_s: float = 30.0
-    max_restarts: int = 3
+    max_restarts: int = flag(
+        3,
+        name="max_server_restarts",
+        help="vllm/sglang: restarts of a server that died before the worker gives up",
+    )
     log_lines: int = 200
     env: tuple[tuple[str, str], ...] = ()
     name: str | None = None  # log prefix; default "<kind>"

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vlbeam.schemas.elements import VLRequest
+from vlbeam.schemas.flags import flag, same_flag
 
 STYLES = ("chat", "completions", "images_prompt")
 VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -93,35 +94,102 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def parse_headers(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """`--api-header NAME=VALUE` values as (name, value) pairs; never the Authorization header
+    (the key comes from --api-key-env only)."""
+    headers = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--api-header must be NAME=VALUE, got {item!r}")
+        if name.strip().lower() == "authorization":
+            raise ValueError("the Authorization header comes from --api-key-env only")
+        headers.append((name.strip(), value.strip()))
+    return tuple(headers)
+
+
+@dataclass(frozen=True)
+class ApiRouting:
+    """Shortcuts into a provider's extra body fields: provider routing order (Vercel AI
+    Gateway, OpenRouter) and OpenRouter's reasoning effort."""
+
+    provider_order: str | None = flag(
+        None, help="Vercel AI Gateway / OpenRouter provider routing order, comma-separated"
+    )
+    reasoning_effort: str | None = flag(
+        None,
+        choices=["low", "medium", "high"],
+        help="OpenRouter reasoning effort for thinking models",
+    )
+
+    def apply(self, provider: str, extra: dict) -> dict:
+        """`extra` (a request's extra body) with these fields set where `provider` reads them."""
+        if self.provider_order:
+            order = [p.strip() for p in self.provider_order.split(",") if p.strip()]
+            if provider == "vercel":
+                extra.setdefault("providerOptions", {}).setdefault("gateway", {})["order"] = order
+            else:
+                extra.setdefault("provider", {})["order"] = order
+        if self.reasoning_effort:
+            extra.setdefault("reasoning", {})["effort"] = self.reasoning_effort
+        return extra
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     """Everything a worker needs to call the API. Holds the *name* of the environment
     variable with the key, never the key itself (Beam pickles this to every worker)."""
 
-    provider: str
-    base_url: str
-    model: str
-    style: str = "chat"
-    api_key_env: str | None = None
-    extra_body: str = "{}"  # JSON object merged into every request body
-    headers: tuple[tuple[str, str], ...] = ()
-    max_tokens: int = 2048
+    provider: str = flag(
+        flag_default="openai",
+        choices=sorted(PRESETS),
+        help="API preset: base URL, default model, allowed extra fields",
+    )
+    base_url: str = flag(flag_default=None, help="API base URL, e.g. http://host:8000/v1")
+    model: str = flag(name="api_model", flag_default=None, help="model name sent to the API")
+    style: str = flag(
+        "chat",
+        name="api_style",
+        flag_default=None,  # None: the preset's
+        choices=STYLES,
+        help="request style (default: the preset's; chat for all built-in presets)",
+    )
+    api_key_env: str | None = flag(
+        None,
+        help="environment variable holding the API key ('' for none); the key itself is "
+        "never a flag",
+    )
+    extra_body: str = flag("{}", help="JSON object merged into every request")
+    headers: tuple[tuple[str, str], ...] = flag(
+        (),
+        name="api_header",
+        convert=parse_headers,
+        help="extra request header NAME=VALUE (e.g. HTTP-Referer, X-Title); repeatable",
+    )
+    max_tokens: int = same_flag("max_new_tokens", 2048)
     max_tokens_field: str = "max_tokens"
-    temperature: float | None = 0.0
-    top_p: float | None = None
-    seed: int | None = None
+    temperature: float | None = flag(0.0)
+    top_p: float | None = flag(None)
+    seed: int | None = flag(None)
     stop: tuple[str, ...] = ()
-    stream: bool = False
-    max_concurrency: int = 32
-    requests_per_minute: float | None = None
-    timeout_s: float = 300.0
-    max_attempts: int = 6
+    stream: bool = flag(False, help="use server-sent events (streaming) for API requests")
+    max_concurrency: int = flag(32, help="concurrent API requests per worker process")
+    requests_per_minute: float | None = flag(None, help="rate limit per worker process")
+    timeout_s: float = flag(300.0, name="request_timeout_s")
+    max_attempts: int = flag(6, help="tries per request (retries + 1)")
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
-    price_input_per_mtok: float | None = None
-    price_output_per_mtok: float | None = None
+    price_input_per_mtok: float | None = flag(
+        None, help="USD per million input tokens (for cost columns and the summary)"
+    )
+    price_output_per_mtok: float | None = flag(None)
     auth_failures_to_abort: int = 8
-    native_video: bool = False  # send evenly spaced frames as the provider's video part
+    native_video: bool = flag(
+        False,
+        help="send video windows as the provider's frame-list video part (dashscope); only "
+        "windows that start at 0 s with evenly spaced frames, since the server derives times "
+        "from fps; other windows keep a <t seconds> text before each frame",
+    )
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:

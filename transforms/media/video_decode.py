@@ -45,6 +45,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from vlbeam.schemas.errors import InvalidVideo, NoVideoStream
+from vlbeam.schemas.flags import flag
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +81,18 @@ class SampledFrame:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    fps: float = 2.0
-    max_frames: int = 128
-    max_pixels: int = 448 * 448
+    fps: float = flag(2.0, help="frames sampled per second")
+    max_frames: int = flag(128, name="max_frames_per_window")
+    max_pixels: int = flag(448 * 448, name="max_pixels_per_frame")
+    mode: str = flag(
+        "frames",
+        name="sampling",
+        choices=SAMPLING_MODES,
+        help="frames: the first frame at or after each instant, every 1/fps; keyframes: the "
+        "first keyframe at or after each instant, decoding keyframes only (a cheap pass over "
+        "very long videos: spacing is the file's keyframe interval, --fps an upper bound)",
+    )
     jpeg_quality: int = 90
-    # "frames": the first frame at or after each instant; "keyframes": the first keyframe
-    # at or after each instant (decodes keyframes only; fps is an upper bound on density).
-    mode: str = "frames"
 
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 60 or self.max_frames < 2 or self.max_pixels < 32 * 32:
