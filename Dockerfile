@@ -38,7 +38,8 @@ COPY pipeline /src/pipeline
 COPY transforms /src/transforms
 COPY schemas /src/schemas
 COPY runners /src/runners
-RUN pip install -c /src/constraints.txt "/src[transformers,video,pdf2image,openai,duckdb]" \
+COPY outputs /src/outputs
+RUN pip install -c /src/constraints.txt "/src[transformers,video,pdf2image,openai,duckdb,report]" \
  && python -c "import vlbeam.pipeline.run, vlbeam.transforms.backends.qwen_transformers, av, pypdfium2, aiohttp"
 
 # vLLM for --backend vllm, in its own environment beside Beam's (vLLM needs pillow>=13 and
