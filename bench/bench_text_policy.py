@@ -2,7 +2,7 @@
 
 For every page of every PDF in `<corpus>/pdf/good` (rendered as vlbeam renders it:
 `render_pdf_page` with `RenderConfig()` defaults), the pure checks of
-`vlbeam.transforms.media.page_quality` are run: `page_image_coverage`, `measure_blank` (on the
+`vlbeam.transforms.media` (`pdf_render`, `blank_pages`, `text_layer`) are run: `page_image_coverage`, `measure_blank` (on the
 encoded page, as a stage would get it) and `text_layer_usable`; then `decide_page` per policy:
 
 - `ocr, no blank skip`: every page to the model (vlbeam before #15),
@@ -38,9 +38,10 @@ import sys
 import time
 from pathlib import Path
 
-from vlbeam.schemas.config import RenderConfig
-from vlbeam.transforms.media import page_quality as pq
-from vlbeam.transforms.media.pdf_render import open_pdf, render_pdf_page
+from vlbeam.schemas.config import TEXT_LAYER_POLICIES, RenderConfig
+from vlbeam.transforms.media.blank_pages import measure_blank
+from vlbeam.transforms.media.pdf_render import open_pdf, page_image_coverage, render_pdf_page
+from vlbeam.transforms.media.text_layer import decide_page, text_layer_usable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "bench_text_policy.json"
@@ -66,18 +67,18 @@ def check_pages(pdf: Path, cfg: RenderConfig, max_pages: int | None) -> list[dic
             t1 = time.perf_counter()
             page = doc[number - 1]
             try:
-                coverage = pq.page_image_coverage(page)
+                coverage = page_image_coverage(page)
             finally:
                 page.close()
             t2 = time.perf_counter()
-            blank = pq.measure_blank(rendered.image, rendered.text_layer)
+            blank = measure_blank(rendered.image, rendered.text_layer)
             t3 = time.perf_counter()
-            usable, reason = pq.text_layer_usable(
+            usable, reason = text_layer_usable(
                 rendered.text_layer, rendered.width_px, rendered.height_px, coverage
             )
             t4 = time.perf_counter()
             decisions = {
-                policy: pq.decide_page(
+                policy: decide_page(
                     policy,
                     blank=blank.blank,
                     text_layer=rendered.text_layer,
@@ -85,7 +86,7 @@ def check_pages(pdf: Path, cfg: RenderConfig, max_pages: int | None) -> list[dic
                     height_px=rendered.height_px,
                     image_coverage=coverage,
                 )
-                for policy in pq.TEXT_LAYER_POLICIES
+                for policy in TEXT_LAYER_POLICIES
             }
             records.append(
                 {

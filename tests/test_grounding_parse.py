@@ -20,7 +20,7 @@ from vlbeam.pipeline.prompts import (
 from vlbeam.schemas.elements import Provenance, VLResult, WindowRef
 from vlbeam.schemas.errors import VlbeamError
 from vlbeam.transforms.grounding import assign_queries, event_row, window_row, window_spans
-from vlbeam.transforms.media.grounding_parse import (
+from vlbeam.transforms.answers.grounding_parse import (
     MergedSpan,
     Span,
     UnparseableAnswer,

@@ -4,6 +4,9 @@ schemas (ground types) ← transforms.media (pure media code) ← transforms.bac
 ← transforms (Beam stages) ← pipeline (the job); runners stands beside the job. outputs (the
 dataset on disk: layout, publish, manifest, compaction, loading, the report) sees only schemas
 and transforms.media; the job imports it.
+transforms.answers (reading a model's answers: degenerate answers, retries, grounding spans)
+stands beside media on the ground types: it imports `schemas` and itself only, and the stages
+and the job may import it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 ALLOWED = {
     "vlbeam.schemas": {"vlbeam.schemas"},
     "vlbeam.transforms.media": {"vlbeam.schemas", "vlbeam.transforms.media"},
+    "vlbeam.transforms.answers": {"vlbeam.schemas", "vlbeam.transforms.answers"},
     "vlbeam.transforms.backends": {
         "vlbeam.schemas",
         "vlbeam.transforms.media",
@@ -29,6 +33,7 @@ ALLOWED = {
         "vlbeam.schemas",
         "vlbeam.transforms.media",
         "vlbeam.transforms.backends",
+        "vlbeam.transforms.answers",
         "vlbeam.transforms",
     },
     "vlbeam.runners": {"vlbeam.runners"},
@@ -37,6 +42,7 @@ ALLOWED = {
         "vlbeam.schemas",
         "vlbeam.transforms.media",
         "vlbeam.transforms.backends",
+        "vlbeam.transforms.answers",
         "vlbeam.transforms",
         "vlbeam.runners",
         "vlbeam.outputs",
@@ -91,7 +97,12 @@ def test_the_layer_picture_covers_every_package():
     packages = {_module_name(p.parent / "__init__.py") for p in SOURCES if p.name == "__init__.py"}
     for package in packages:
         assert _layer(package) in ALLOWED, package
-    assert {"vlbeam.transforms.media", "vlbeam.transforms.backends", "vlbeam.outputs"} <= packages
+    assert {
+        "vlbeam.transforms.media",
+        "vlbeam.transforms.backends",
+        "vlbeam.transforms.answers",
+        "vlbeam.outputs",
+    } <= packages
 
 
 # a string literal that starts a partition folder name, or names a bookkeeping folder
@@ -125,3 +136,38 @@ def test_the_ground_types_and_the_helper_process_import_no_pyarrow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _module_imports(path: Path, modules: set[str]) -> set[str]:
+    """The vlbeam modules `path` imports, at the top or inside a function (`from pkg import
+    module` counts as importing that module)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vlbeam"):
+            subs = {f"{node.module}.{a.name}" for a in node.names} & modules
+            found |= subs or ({node.module} & modules)
+    return found
+
+
+def test_no_import_cycle_between_modules():
+    """No two modules import each other, directly or around a longer loop, not even lazily
+    (a lazy import inside a function is how a cycle hides)."""
+    paths = {_module_name(p): p for p in SOURCES}
+    graph = {name: _module_imports(path, set(paths)) - {name} for name, path in paths.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for nxt in sorted(graph[name]):
+            if state.get(nxt) == 1:
+                loop = [*trail[trail.index(nxt) :], nxt] if nxt in trail else [name, nxt]
+                raise AssertionError("import cycle: " + " -> ".join(loop))
+            if nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])

@@ -1,4 +1,6 @@
-"""page_quality: blank pages, text-layer quality, agreement, degenerate answers, retries.
+"""Page quality: blank pages (`media.blank_pages`), image coverage (`media.pdf_render`),
+text-layer quality and agreement (`media.text_layer`), degenerate answers and retries
+(`answers`).
 
 Generated pages (PIL-drawn) and real corpus pages rendered with `pdf_render`.
 """
@@ -13,26 +15,44 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from vlbeam.schemas.config import RenderConfig
-from vlbeam.transforms.media import page_quality as pq
-from vlbeam.transforms.media.page_quality import (
+from vlbeam.schemas.config import TEXT_LAYER_POLICIES, RenderConfig
+from vlbeam.transforms.answers.degenerate import find_repetition, quality_flags
+from vlbeam.transforms.answers.retry import (
+    RETRY_MAX_TEMPERATURE,
     Answer,
     better_answer,
-    clean_text_layer,
-    decide_page,
-    find_repetition,
-    image_coverage,
-    is_blank,
-    levenshtein,
-    measure_blank,
-    min_text_layer_chars,
-    quality_flags,
     retry_temperature,
-    text_layer_agreement,
-    text_layer_usable,
     useful_length,
 )
-from vlbeam.transforms.media.pdf_render import open_pdf, render_pdf_page
+from vlbeam.transforms.media import blank_pages
+from vlbeam.transforms.media.blank_pages import is_blank, measure_blank
+from vlbeam.transforms.media.pdf_render import open_pdf, page_image_coverage, render_pdf_page
+from vlbeam.transforms.media.text_layer import (
+    MIN_CHARS_PER_SQUARE_PAGE,
+    clean_text_layer,
+    decide_page,
+    levenshtein,
+    min_text_layer_chars,
+    normalize_for_comparison,
+    text_layer_agreement,
+    text_layer_usable,
+)
+
+
+def image_coverage(pdf_bytes: bytes, page_number: int, password: str | None = None) -> float:
+    """`page_image_coverage` of page `page_number` (1-based) of a PDF given as bytes."""
+    doc = open_pdf(pdf_bytes, password)
+    try:
+        if not 1 <= page_number <= len(doc):
+            raise IndexError(f"page {page_number} is not in 1..{len(doc)}")
+        page = doc[page_number - 1]
+        try:
+            return page_image_coverage(page)
+        finally:
+            page.close()
+    finally:
+        doc.close()
+
 
 W, H = 995, 1288  # a letter page at vlbeam's default 1288 px long side
 PT = H / (11 * 72)  # px per point at that size
@@ -155,7 +175,7 @@ def test_blank_measure_follows_the_background():
     light = measure_blank(_page(240, noise=3, seed=3))
     assert dark.background < 40 < 230 < light.background
     assert 2.0 < light.noise < 4.0  # the robust sigma sees the noise
-    assert light.threshold == pytest.approx(max(5 * light.noise, pq.BLANK_MIN_CONTRAST))
+    assert light.threshold == pytest.approx(max(5 * light.noise, blank_pages.BLANK_MIN_CONTRAST))
     clean = measure_blank(_page())
     assert clean.noise == 0 and clean.ink_pixels == 0 and clean.longest_mark == 0
 
@@ -173,7 +193,7 @@ def test_edge_frames_are_ignored_but_content_inside_the_margin_is_not():
     draw.line((0, H - 3, W, H - 3), fill=0, width=1)
     draw.rectangle((0, 0, 10, H), fill=40)  # a thin scanner-bed shadow down the side
     assert is_blank(page, None)
-    inside = round(H * pq.BLANK_MARGIN) + 20
+    inside = round(H * blank_pages.BLANK_MARGIN) + 20
     _text(page, "12", xy=(480, inside), points=9)
     assert not is_blank(page, None)
 
@@ -207,7 +227,7 @@ def test_randomised_blank_scans_and_single_words():
 def test_large_renders_are_analysed_downscaled():
     big = _text(_page(size=(W * 3, H * 3)), "Page 12 of 40", xy=(450, 1900), points=30)
     m = measure_blank(big)
-    assert max(m.width, m.height) <= pq.BLANK_ANALYSIS_MAX_LONG_SIDE
+    assert max(m.width, m.height) <= blank_pages.BLANK_ANALYSIS_MAX_LONG_SIDE
     assert not m.render_blank
     assert measure_blank(_page(size=(W * 3, H * 3))).render_blank
 
@@ -331,7 +351,7 @@ def _usable(pdfs, name: str, page: int):
     rendered = _render(pdfs, name, page)
     pdf_page = pdfs(name)[page - 1]
     try:
-        coverage = pq.page_image_coverage(pdf_page)
+        coverage = page_image_coverage(pdf_page)
     finally:
         pdf_page.close()
     return text_layer_usable(rendered.text_layer, rendered.width_px, rendered.height_px, coverage)
@@ -389,7 +409,7 @@ def test_text_layer_usable_reasons_and_limits():
     dots = "\n".join(f"Chapter {i} " + ". " * 30 + str(i * 9) for i in range(1, 12))
     assert text_layer_usable(dots, W, H, 0.0) == (True, "ok")  # dot leaders are fine
     need = min_text_layer_chars(W, H)
-    assert need == round(pq.MIN_CHARS_PER_SQUARE_PAGE * W * H / H**2)
+    assert need == round(MIN_CHARS_PER_SQUARE_PAGE * W * H / H**2)
     assert text_layer_usable("a" * need, W, H, 0.0) == (True, "ok")
     assert text_layer_usable("a" * (need - 1), W, H, 0.0) == (False, "too_sparse")
     # the same characters on a page of the same shape at another resolution
@@ -603,7 +623,7 @@ def test_text_layer_agreement_on_a_corpus_page_is_fast(pdfs):
     started = time.perf_counter()
     agreement = text_layer_agreement(ocr, layer)
     elapsed = time.perf_counter() - started
-    reference_len = len(pq.normalize_for_comparison(layer))
+    reference_len = len(normalize_for_comparison(layer))
     # each substitution costs at most 1; "#" on a space or a hyphenation marker may cost 2
     assert 1 - 200 / reference_len <= agreement <= 1 - 80 / reference_len
     assert elapsed < 0.5, elapsed  # ~10 ms measured on 2 cores
@@ -800,7 +820,7 @@ def test_quality_flags():
 def test_retry_temperature_rises_and_is_capped():
     temps = [retry_temperature(a) for a in range(8)]
     assert temps[:5] == [0.0, 0.5, 0.7, 0.9, 1.0]
-    assert temps == sorted(temps) and max(temps) == pq.RETRY_MAX_TEMPERATURE
+    assert temps == sorted(temps) and max(temps) == RETRY_MAX_TEMPERATURE
     with pytest.raises(ValueError):
         retry_temperature(-1)
 
@@ -836,7 +856,7 @@ def test_better_answer():
 def test_decide_page():
     prose = PARA * 5
     common = dict(width_px=W, height_px=H, image_coverage=0.0)
-    for policy in pq.TEXT_LAYER_POLICIES:
+    for policy in TEXT_LAYER_POLICIES:
         d = decide_page(policy, blank=True, text_layer=None, **common)
         assert (d.text_source, d.call_model, d.rule) == ("blank", False, "blank")
     d = decide_page("prefer", blank=False, text_layer=prose, **common)

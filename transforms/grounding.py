@@ -10,8 +10,9 @@ from apache_beam.metrics import Metrics
 
 from vlbeam.schemas.config import Prompt
 from vlbeam.schemas.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
+from vlbeam.transforms.answers.degenerate import quality_flags
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, count_failure
-from vlbeam.transforms.media.grounding_parse import (
+from vlbeam.transforms.answers.grounding_parse import (
     MergedSpan,
     Span,
     UnparseableAnswer,
@@ -19,7 +20,6 @@ from vlbeam.transforms.media.grounding_parse import (
     merge_spans,
     parse_spans,
 )
-from vlbeam.transforms.media.page_quality import quality_flags
 from vlbeam.transforms.model_call import count_usage, model_call_columns
 from vlbeam.transforms.progress import ProgressLog
 

@@ -42,14 +42,9 @@ from vlbeam.schemas.elements import (
 from vlbeam.transforms.backends.engine import Engine, InferenceBackend
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.grounding import window_request
+from vlbeam.transforms.answers.retry import Answer, better_answer, retry_temperature
 from vlbeam.transforms.helper_pool import HelperPool, UnitFeed, resolve_workers
-from vlbeam.transforms.media.page_quality import (
-    Answer,
-    better_answer,
-    clean_text_layer,
-    decide_page,
-    retry_temperature,
-)
+from vlbeam.transforms.media.text_layer import clean_text_layer, decide_page
 from vlbeam.transforms.ocr import DEFAULT_POLICY, page_request
 from vlbeam.transforms.split_pages import PageRenderer
 from vlbeam.transforms.split_video import VideoConfig, WindowSampler

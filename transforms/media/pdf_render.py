@@ -12,6 +12,8 @@ import logging
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from vlbeam.schemas.config import RenderConfig
 from vlbeam.schemas.errors import (
     DegeneratePage,
@@ -21,6 +23,7 @@ from vlbeam.schemas.errors import (
     NoPages,
     PageTooLarge,
 )
+from vlbeam.transforms.media.blank_pages import is_blank
 
 logger = logging.getLogger(__name__)
 
@@ -37,19 +40,13 @@ class RenderedPage:
     width_px: int
     height_px: int
     text_layer: str | None
-    blank: bool = False  # near-uniform render and no text-layer characters (page_quality)
+    blank: bool = False  # near-uniform render and no text-layer characters (blank_pages)
     image_coverage: float | None = None  # share of a PDF page covered by raster images
 
 
 # A PNG this many bytes per pixel or larger holds too much detail (or noise) to be a blank
 # page: it is passed on without decoding it to look (a blank render compresses ~20x smaller).
 BLANK_PNG_MAX_BYTES_PER_PIXEL = 0.02
-
-
-def _is_blank(image, text_layer: str | None) -> bool:
-    from vlbeam.transforms.media.page_quality import is_blank
-
-    return is_blank(image, text_layer)
 
 
 def target_size(width: float, height: float, cfg: RenderConfig) -> tuple[int, int]:
@@ -169,14 +166,62 @@ def render_pdf_page(
                 image = image.crop((0, 0, *want))
         if image.mode != "RGB":  # pdfium's BGR comes out as a new RGB image: no copy
             image = image.convert("RGB")
-        from vlbeam.transforms.media.page_quality import page_image_coverage
-
         coverage = page_image_coverage(page)
     finally:
         page.close()
     return encoded_page(
-        image, cfg, text_layer, blank=_is_blank(image, text_layer), image_coverage=coverage
+        image, cfg, text_layer, blank=is_blank(image, text_layer), image_coverage=coverage
     )
+
+
+# Recursion bound and object budget for page_image_coverage: hostile pages can nest forms
+# deeply or hold millions of objects; beyond the budget the coverage seen so far is returned.
+_MAX_FORM_DEPTH = 8
+_MAX_OBJECTS = 20_000
+_COVERAGE_GRID = 256
+
+
+def page_image_coverage(page) -> float:
+    """Fraction of an open pypdfium2 page's crop box covered by raster images (inline or
+    XObject, inside forms too), as the union of their bounding boxes (clip paths ignored)."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    left, bottom, right, top = page.get_cropbox()
+    width, height = right - left, top - bottom
+    if not (width > 0 and height > 0):
+        return 0.0
+    grid = np.zeros((_COVERAGE_GRID, _COVERAGE_GRID), dtype=bool)
+    seen = 0
+
+    def mark(rect: tuple[float, float, float, float]) -> None:
+        x0, y0, x1, y1 = rect
+        c0 = int(np.clip(np.floor((x0 - left) / width * _COVERAGE_GRID), 0, _COVERAGE_GRID))
+        c1 = int(np.clip(np.ceil((x1 - left) / width * _COVERAGE_GRID), 0, _COVERAGE_GRID))
+        r0 = int(np.clip(np.floor((y0 - bottom) / height * _COVERAGE_GRID), 0, _COVERAGE_GRID))
+        r1 = int(np.clip(np.ceil((y1 - bottom) / height * _COVERAGE_GRID), 0, _COVERAGE_GRID))
+        grid[r0:r1, c0:c1] = True
+
+    def walk(form, matrix, depth: int) -> None:
+        nonlocal seen
+        # objects inside a form report bounds in the form object's space (pdfium applies the
+        # form's /Matrix but not the CTM of the Do); `matrix` maps that space to the page
+        for obj in page.get_objects(max_depth=1, form=form):
+            seen += 1
+            if seen > _MAX_OBJECTS:
+                return
+            try:
+                if obj.type == pdfium_c.FPDF_PAGEOBJ_IMAGE:
+                    rect = obj.get_bounds()
+                    mark(matrix.on_rect(*rect) if matrix is not None else rect)
+                elif obj.type == pdfium_c.FPDF_PAGEOBJ_FORM and depth < _MAX_FORM_DEPTH:
+                    inner = obj.get_matrix()
+                    walk(obj, inner if matrix is None else inner.multiply(matrix), depth + 1)
+            except pdfium.PdfiumError:
+                continue
+
+    walk(None, None, 0)
+    return float(grid.mean())
 
 
 def _text_layer(page) -> str | None:
@@ -224,7 +269,7 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
             Image.open(io.BytesIO(data)).verify()
             small = len(data) < BLANK_PNG_MAX_BYTES_PER_PIXEL * image.width * image.height
             return RenderedPage(data, cfg.image_format, image.width, image.height, None,
-                                blank=small and _is_blank(data, None))  # fmt: skip
+                                blank=small and is_blank(data, None))  # fmt: skip
         if image.format == "JPEG" and w_px < image.width:
             image.draft("RGB", (w_px, h_px))  # decode at reduced size
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
@@ -235,7 +280,7 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
     w_px, h_px = target_size(image.width, image.height, cfg)
     if w_px * h_px < image.width * image.height:  # downscale only: upscaling adds no detail
         image = image.resize((w_px, h_px), Image.Resampling.LANCZOS)
-    return encoded_page(image, cfg, None, blank=_is_blank(image, None))
+    return encoded_page(image, cfg, None, blank=is_blank(image, None))
 
 
 EXIF_ORIENTATION = 0x0112
