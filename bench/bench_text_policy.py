@@ -2,8 +2,9 @@
 
 For every page of every PDF in `<corpus>/pdf/good` (rendered as vlbeam renders it:
 `render_pdf_page` with `RenderConfig()` defaults), the pure checks of
-`vlbeam.transforms.media` (`pdf_render`, `blank_pages`, `text_layer`) are run: `page_image_coverage`, `measure_blank` (on the
-encoded page, as a stage would get it) and `text_layer_usable`; then `decide_page` per policy:
+`vlbeam.transforms.media` are run: `pdf_render.page_image_coverage`, `blank_pages.measure_blank`
+(on the encoded page, as a stage would get it) and `text_layer.text_layer_usable`; then
+`decide_page` per policy:
 
 - `ocr, no blank skip`: every page to the model (vlbeam before #15),
 - `ocr`: blank pages skip the model,
@@ -39,6 +40,7 @@ import time
 from pathlib import Path
 
 from vlbeam.schemas.config import TEXT_LAYER_POLICIES, RenderConfig
+from vlbeam.transforms.media import text_layer
 from vlbeam.transforms.media.blank_pages import measure_blank
 from vlbeam.transforms.media.pdf_render import open_pdf, page_image_coverage, render_pdf_page
 from vlbeam.transforms.media.text_layer import decide_page, text_layer_usable
@@ -343,9 +345,10 @@ def main(argv: list[str] | None = None) -> None:
         "corpus": str(root),
         "render_config": repr(cfg),
         "thresholds": {
-            k: getattr(pq, k)
-            for k in dir(pq)
-            if k.isupper() and isinstance(getattr(pq, k), int | float | tuple)
+            k: getattr(module, k)
+            for module in (blank_pages, text_layer)
+            for k in dir(module)
+            if k.isupper() and isinstance(getattr(module, k), int | float | tuple)
         },
         "by_file": by_file,
         "total": total,

@@ -19,7 +19,6 @@ from vlbeam.pipeline.prompts import (
 )
 from vlbeam.schemas.elements import Provenance, VLResult, WindowRef
 from vlbeam.schemas.errors import VlbeamError
-from vlbeam.transforms.grounding import assign_queries, event_row, window_row, window_spans
 from vlbeam.transforms.answers.grounding_parse import (
     MergedSpan,
     Span,
@@ -30,6 +29,7 @@ from vlbeam.transforms.answers.grounding_parse import (
     parse_time,
     similar,
 )
+from vlbeam.transforms.grounding import assign_queries, event_row, window_row, window_spans
 
 # --------------------------------------------------------------------------- parse_time
 

@@ -11,7 +11,6 @@ from apache_beam.metrics import Metrics
 from vlbeam.schemas.config import Prompt
 from vlbeam.schemas.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
 from vlbeam.transforms.answers.degenerate import quality_flags
-from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, count_failure
 from vlbeam.transforms.answers.grounding_parse import (
     MergedSpan,
     Span,
@@ -20,6 +19,7 @@ from vlbeam.transforms.answers.grounding_parse import (
     merge_spans,
     parse_spans,
 )
+from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, count_failure
 from vlbeam.transforms.model_call import count_usage, model_call_columns
 from vlbeam.transforms.progress import ProgressLog
 

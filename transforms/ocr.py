@@ -9,8 +9,8 @@ from apache_beam.metrics import Metrics
 
 from vlbeam.schemas.config import PagePolicy, Prompt
 from vlbeam.schemas.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
-from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.answers.degenerate import quality_flags
+from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.media.text_layer import TEXT_SOURCE_MODEL, text_layer_agreement
 from vlbeam.transforms.model_call import count_usage, model_call_columns
 from vlbeam.transforms.progress import ProgressLog

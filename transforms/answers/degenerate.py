@@ -218,4 +218,3 @@ def quality_flags(text: str | None, finish_reason: str | None, blank: bool) -> l
     if not blank and is_empty_answer(text):
         flags.append(FLAG_EMPTY)
     return flags
-

@@ -63,4 +63,3 @@ def better_answer(a: Answer, b: Answer) -> Answer:
     return (
         b if useful_length(b.text, b.finish_reason) > useful_length(a.text, a.finish_reason) else a
     )
-

@@ -242,4 +242,3 @@ def is_blank(
     if _plainly_content(image):
         return False  # the common case, a page of text, found from a quarter of its rows
     return measure_blank(image, text_layer).blank
-

@@ -188,7 +188,6 @@ def text_layer_agreement(ocr: str, text_layer: str) -> float:
     return max(0.0, 1.0 - levenshtein(hyp, ref) / len(ref))
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The decision for one page
 
