@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from datetime import UTC, datetime
 from importlib import metadata
@@ -27,18 +26,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from vlbeam.outputs.publish import write_manifest
 from vlbeam.schemas import SCHEMA_VERSION
+from vlbeam.schemas.redaction import MASK, redact
+from vlbeam.schemas.redaction import is_secret_name as _is_secret_name
 
-MASK = "***"
-SECRET_NAME = re.compile(
-    r"key|secret|passw|passphrase|pwd|token|credential|connection_?str|auth|private|cookie"
-    r"|signature|^sig$",
-    re.IGNORECASE,
-)
-# names that match the pattern but hold no secret: a variable's name, a file's path, scopes
-NOT_SECRET = frozenset({"api_key_env", "pdf_password_env", "pdf_passwords_file",
-                        "gcp_oauth_scopes"})  # fmt: skip
 ENV_NAME_OPTIONS = ("api_key_env", "pdf_password_env")  # their variables' values are secrets
-MIN_REDACT = 4  # shorter values are not searched for in other strings (they'd hit anything)
 VERSIONED = ("vlbeam", "apache-beam", "pyarrow", "transformers", "torch", "av", "pypdfium2",
              "aiohttp")  # fmt: skip
 
@@ -75,10 +66,6 @@ def _known_option_names() -> set[str]:
             cls._add_argparse_args(parser)
         pending.extend(cls.__subclasses__())
     return {action.dest for action in parser._actions}
-
-
-def _is_secret_name(name: str) -> bool:
-    return name not in NOT_SECRET and bool(SECRET_NAME.search(name))
 
 
 def _mask_url(value: str, found: set[str]) -> str:
@@ -166,26 +153,6 @@ def safe_options(options, found: set[str] | None = None) -> dict:
         if env and os.environ.get(env):
             found.add(os.environ[env])
     return safe
-
-
-def redact(value, secrets: set[str]):
-    """`value` (any JSON-able structure) with every occurrence of a secret blanked out."""
-    secrets = sorted((s for s in secrets if len(s) >= MIN_REDACT), key=len, reverse=True)
-    if not secrets:
-        return value
-
-    def walk(v):
-        if isinstance(v, str):
-            for secret in secrets:
-                v = v.replace(secret, MASK)
-            return v
-        if isinstance(v, list | tuple):
-            return [walk(x) for x in v]
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        return v
-
-    return walk(value)
 
 
 class RunManifest:

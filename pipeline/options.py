@@ -18,12 +18,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from vlbeam.pipeline.job_config import JobConfig, parse_tasks
 from vlbeam.schemas.config import ModelConfig, PagePolicy, RenderConfig
 from vlbeam.schemas.flags import add_flags, flag_values, from_flags
-from vlbeam.transforms.backends.managed_server import ServerSpec, size_model_len
+from vlbeam.transforms.backends.server_spec import ServerSpec, size_model_len
 from vlbeam.transforms.backends.openai_protocol import (
     ApiConfig,
     ApiRouting,
     api_config_from_preset,
 )
+from vlbeam.transforms.backends.server_spec import ServerSpec, size_model_len
 from vlbeam.transforms.backends.tiny_model import resolve_model_path
 from vlbeam.transforms.media.pdf_passwords import check_password_sources
 from vlbeam.transforms.media.video_decode import SamplingConfig

@@ -5,7 +5,9 @@ requests outstanding bounded by the engine's capacity)."""
 from __future__ import annotations
 
 import io
+import threading
 import time
+import uuid
 
 import pytest
 from PIL import Image
@@ -211,3 +213,42 @@ def test_model_loads_once_per_process_and_is_counted(tmp_path, capsys):
     run_job([SAMPLES_GLOB], tmp_path / "out", handler=handler)
     assert log.read_text().splitlines() == ["fake-model"]
     assert "model loads: 1 " in capsys.readouterr().out
+
+
+def test_one_engine_per_process_shared_by_every_thread_and_closed_by_the_last():
+    """The one registry of engines (a managed server's engine owns its servers): eight DoFn
+    instances setting up at once get one engine, created once; the last to leave closes it."""
+    from vlbeam.transforms.inference import acquire_engine, release_engine
+
+    class Closing:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    made: list[Closing] = []
+
+    def create() -> Closing:
+        time.sleep(0.05)  # a slow load: the other threads wait for it, none starts another
+        made.append(Closing())
+        return made[-1]
+
+    key = uuid.uuid4().hex
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(acquire_engine(key, create)))
+               for _ in range(8)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(made) == 1 and len(got) == 8
+    assert all(engine is made[0] for engine, _ in got)
+    assert sum(created for _, created in got) == 1
+    for _ in range(7):
+        release_engine(key)
+    assert not made[0].closed
+    release_engine(key)
+    assert made[0].closed
+    again, created = acquire_engine(key, create)  # after the last left: a new engine
+    assert created and again is not made[0]
+    release_engine(key)

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from vlbeam.schemas.elements import VLRequest
+from vlbeam.schemas.redaction import redact
 from vlbeam.transforms.backends.openai_engine import (
     MissingApiKey,
     backoff_delay,
@@ -34,7 +35,6 @@ from vlbeam.transforms.backends.openai_protocol import (
     http_error_message,
     parse_response,
     preflight_request,
-    redact,
     split_thinking,
     timestamp_text,
 )

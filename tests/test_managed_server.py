@@ -26,20 +26,24 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_module
+from vlbeam.schemas.redaction import redact_command
+from vlbeam.transforms.backends import gpu_groups as gg
 from vlbeam.transforms.backends import managed_server as ms
-from vlbeam.transforms.backends.managed_server import (
-    ManagedServer,
-    ServerRestartsExhausted,
-    ServerSpec,
-    ServerStartError,
+from vlbeam.transforms.backends import server_spec
+from vlbeam.transforms.backends.gpu_groups import (
     gpu_groups,
+    group_specs,
     parse_visible_devices,
-    server_command,
-    shared_server,
-    shared_servers,
-    size_model_len,
     visible_gpus,
 )
+from vlbeam.transforms.backends.managed_server import (
+    ManagedServer,
+    ProcessTunables,
+    ServerRestartsExhausted,
+    ServerStartError,
+    start_servers,
+)
+from vlbeam.transforms.backends.server_spec import ServerSpec, server_command, size_model_len
 
 psutil = require_module("psutil", "dev")
 
@@ -149,7 +153,7 @@ def test_command_template_fills_placeholders_only():
 
 
 def test_secrets_never_reach_logs_or_errors(caplog):
-    assert ms.redact_command(
+    assert redact_command(
         ["vllm", "serve", "m", "--api-key", "sk-1", "--hf-token=hf_2", "--port", "1"]
     ) == ["vllm", "serve", "m", "--api-key", "***", "--hf-token=***", "--port", "1"]
     spec = ServerSpec(kind="command", model="m", start_timeout_s=30,
@@ -175,10 +179,8 @@ def test_secrets_never_reach_logs_or_errors(caplog):
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
         ({"max_model_len": 100}, "max_model_len"),
         ({"images_per_prompt": -1}, "images_per_prompt"),
-        ({"health_path": "health"}, "health_path"),
         ({"start_timeout_s": 0}, "start_timeout_s"),
         ({"max_restarts": -1}, "max_restarts"),
-        ({"port": 70000}, "port"),
         ({"server_python": " "}, "server-python"),
     ],
 )
@@ -188,9 +190,23 @@ def test_spec_validation(kwargs, message):
         ServerSpec(**args)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"health_path": "health"}, "health_path"),
+        ({"port": 70000}, "port"),
+        ({"stop_timeout_s": 0}, "stop_timeout_s"),
+        ({"log_lines": 0}, "log_lines"),
+    ],
+)
+def test_process_tunables_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ProcessTunables(**kwargs)
+
+
 def test_model_len_sizing():
     # a 2 x 1288^2 page: 3,241 visual tokens + 512 prompt + 2,048 answer -> 6 x 1,024
-    assert size_model_len() == 6144 <= ms.DEFAULT_MAX_MODEL_LEN
+    assert size_model_len() == 6144 <= server_spec.DEFAULT_MAX_MODEL_LEN
     # a 128-frame window of 448^2 frames: 128 x (196 + 2 + 12) + 512 + 2,048 -> 29 x 1,024
     assert size_model_len(frames_per_window=128) == 29696
     assert size_model_len(max_page_pixels=512 * 512, max_new_tokens=100, prompt_tokens=0) == 1024
@@ -204,7 +220,7 @@ def test_gpu_groups_data_and_tensor_parallel(caplog):
     assert gpu_groups(eight) == [(str(i),) for i in range(8)]
     assert gpu_groups(eight, 2) == [("0", "1"), ("2", "3"), ("4", "5"), ("6", "7")]
     assert gpu_groups(eight, 8) == [tuple(eight)]
-    with caplog.at_level(logging.WARNING, logger=ms.__name__):
+    with caplog.at_level(logging.WARNING, logger=gg.__name__):
         assert gpu_groups(["0", "1", "2"], 2) == [("0", "1")]
     assert "GPUs 2 stay unused" in caplog.text
     with pytest.raises(ValueError, match="needs 4 GPUs, this machine has 2"):
@@ -269,9 +285,13 @@ def fake_template(tmp_path) -> str:
     return f"{{python}} {script} --port {{port}} --spawn-child"
 
 
+FAKE = ProcessTunables(name="fake", stop_timeout_s=5)
+QUICK_STOP = ProcessTunables(stop_timeout_s=5)
+
+
 def fake_spec(template: str, **kwargs) -> ServerSpec:
-    return ServerSpec(kind="command", model="fake", command_template=template, name="fake",
-                      start_timeout_s=30, stop_timeout_s=5, **kwargs)  # fmt: skip
+    return ServerSpec(kind="command", model="fake", command_template=template,
+                      start_timeout_s=30, **kwargs)  # fmt: skip
 
 
 def get_json(url: str) -> dict:
@@ -305,7 +325,7 @@ def _running(proc) -> bool:
 
 
 def test_start_logs_with_prefix_and_stop_leaves_no_process(fake_template, caplog):
-    server = ManagedServer(fake_spec(fake_template))
+    server = ManagedServer(fake_spec(fake_template), FAKE)
     with caplog.at_level(logging.INFO, logger=ms.__name__):
         server.start_and_wait()
     try:
@@ -324,7 +344,7 @@ def test_start_logs_with_prefix_and_stop_leaves_no_process(fake_template, caplog
 
 
 def test_kill_9_restart_bounded(fake_template):
-    server = ManagedServer(fake_spec(fake_template, max_restarts=1))
+    server = ManagedServer(fake_spec(fake_template, max_restarts=1), FAKE)
     try:
         first_url = server.ensure_running()
         first = server.pid
@@ -341,42 +361,56 @@ def test_kill_9_restart_bounded(fake_template):
         server.stop()
 
 
-def test_one_server_per_spec_per_process(fake_template):
+def test_servers_start_together_and_stop_all_stops_every_running_one(fake_template):
+    """No registry here (the engine that owns the servers is shared per process, see
+    test_engine): each call starts its own servers, and `stop_all` (atexit) stops them."""
     spec = fake_spec(fake_template)
-    servers, errors = [], []
-
-    def ask():
-        try:
-            servers.append(shared_server(spec))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=ask) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
     try:
-        assert not errors and len(servers) == 8
-        assert len({id(s) for s in servers}) == 1 and servers[0].starts == 1
-        assert shared_server(spec) is servers[0]
-        other = shared_server(fake_spec(fake_template, max_restarts=2))  # another spec
-        assert other is not servers[0] and other.port != servers[0].port
+        first = start_servers([spec], FAKE)
+        second = start_servers([fake_spec(fake_template, max_restarts=2), spec], FAKE)
+        servers = [*first, *second]
+        assert all(s.ready() and s.starts == 1 for s in servers)
+        assert len({s.port for s in servers}) == 3
+        assert set(servers) <= ms._RUNNING
     finally:
         ms.stop_all()
-    assert not servers[0].alive() and not other.alive()
+    assert not any(s.alive() for s in servers) and not ms._RUNNING
+
+
+def test_when_one_server_fails_to_start_the_others_are_stopped(fake_template):
+    good = fake_spec(fake_template)
+    bad = ServerSpec(
+        kind="command", model="m", start_timeout_s=60, command_template=BOOM, max_restarts=0
+    )
+    made: list[ManagedServer] = []
+    real_init = ManagedServer.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ManagedServer, "__init__", init)
+        with pytest.raises(ms.ServerError, match="boom"):  # a restart was not allowed
+            start_servers([good, bad], FAKE)
+    assert len(made) == 2 and made[0].starts == 1
+    assert not made[0].alive() and made[0] not in ms._RUNNING
 
 
 def test_data_parallel_one_server_per_gpu_group(fake_template):
     spec = fake_spec(fake_template)
+    assert group_specs(spec, []) == [spec]  # no GPU: one server, the worker's environment
+    pinned = fake_spec(fake_template, gpu_ids=("3",))
+    assert group_specs(pinned, ["0", "1"]) == [pinned]  # --server-command with its own GPUs
     try:
-        servers = shared_servers(spec, gpu_ids=["0", "1", "2", "3"])
+        servers = start_servers(group_specs(spec, gpu_ids=["0", "1", "2", "3"]), FAKE)
         assert [s.spec.gpu_ids for s in servers] == [("0",), ("1",), ("2",), ("3",)]
         seen = [get_json(s.base_url + "/models")["data"][0]["gpus"] for s in servers]
         assert seen == ["0", "1", "2", "3"]  # CUDA_VISIBLE_DEVICES of each server process
         assert len({s.port for s in servers}) == 4
-        assert shared_servers(spec, gpu_ids=["0", "1", "2", "3"]) == servers  # registry
-        pairs = shared_servers(fake_spec(fake_template, tensor_parallel_size=2), ["0", "1"])
+        pairs = start_servers(
+            group_specs(fake_spec(fake_template, tensor_parallel_size=2), ["0", "1"]), FAKE
+        )
         assert len(pairs) == 1 and pairs[0].spec.gpu_ids == ("0", "1")
         assert get_json(pairs[0].base_url + "/models")["data"][0]["gpus"] == "0,1"
     finally:
@@ -399,10 +433,8 @@ def test_a_command_that_exits_at_once_fails_fast_with_its_output():
 
 
 def test_a_server_that_never_answers_times_out_and_is_killed():
-    spec = ServerSpec(
-        kind="command", model="m", start_timeout_s=3, stop_timeout_s=5, command_template=SILENT
-    )
-    server = ManagedServer(spec)
+    spec = ServerSpec(kind="command", model="m", start_timeout_s=3, command_template=SILENT)
+    server = ManagedServer(spec, QUICK_STOP)
     started = time.monotonic()
     server.start()
     proc = psutil.Process(server.pid)
@@ -414,9 +446,8 @@ def test_a_server_that_never_answers_times_out_and_is_killed():
 
 
 def test_stop_interrupts_a_wait_for_readiness():
-    spec = ServerSpec(kind="command", model="m", start_timeout_s=120, stop_timeout_s=5,
-                      command_template=SILENT)  # fmt: skip
-    server = ManagedServer(spec).start()
+    spec = ServerSpec(kind="command", model="m", start_timeout_s=120, command_template=SILENT)
+    server = ManagedServer(spec, QUICK_STOP).start()
     proc = psutil.Process(server.pid)
     errors: list = []
 
@@ -445,9 +476,10 @@ def test_missing_server_executable_is_a_clear_error(tmp_path):
 
 WORKER = r"""
 import sys, time
-from vlbeam.transforms.backends.managed_server import ServerSpec, ManagedServer
-server = ManagedServer(ServerSpec(kind="command", model="m", command_template=sys.argv[1],
-                                  stop_timeout_s=3)).start_and_wait()
+from vlbeam.transforms.backends.managed_server import ManagedServer, ProcessTunables
+from vlbeam.transforms.backends.server_spec import ServerSpec
+server = ManagedServer(ServerSpec(kind="command", model="m", command_template=sys.argv[1]),
+                       ProcessTunables(stop_timeout_s=3)).start_and_wait()
 print(server.pid, flush=True)
 time.sleep(600)
 """
@@ -514,10 +546,9 @@ def test_transformers_serve_start_kill_restart_stop(tiny_model, tmp_path):
             "TOKENIZERS_PARALLELISM": "false",
         },
         start_timeout_s=180,
-        stop_timeout_s=10,
         max_restarts=2,
     )
-    server = ManagedServer(spec)
+    server = ManagedServer(spec, ProcessTunables(stop_timeout_s=10))
     try:
         server.ensure_running()
         assert get_json(server.health_url)["object"] == "list"  # what readiness waited for

@@ -68,3 +68,18 @@ print("ok")
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_the_managed_server_dependency_comes_with_the_openai_extra_and_all(unpacked_wheel):
+    """`--backend vllm|sglang` walks server process trees with psutil: `pip install
+    vlbeam[openai]` (and `[all]`, which includes it) must bring it, pinned in constraints."""
+    [meta] = unpacked_wheel.glob("vlbeam-*.dist-info/METADATA")
+    requires = [
+        line.split(":", 1)[1].strip()
+        for line in meta.read_text().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+    assert any(r.startswith("psutil") and 'extra == "openai"' in r for r in requires), requires
+    assert any("openai" in r and 'extra == "all"' in r for r in requires), requires
+    pins = (REPO / "constraints.txt").read_text().splitlines()
+    assert any(line.startswith("psutil==") for line in pins)

@@ -221,7 +221,7 @@ def vllm_engine_settings(args) -> dict:
 
 
 def vllm_server_spec(args, model: str):
-    from vlbeam.transforms.backends.managed_server import ServerSpec
+    from vlbeam.transforms.backends.server_spec import ServerSpec
 
     settings = vllm_engine_settings(args)
     return ServerSpec(
@@ -231,7 +231,6 @@ def vllm_server_spec(args, model: str):
         server_python=args.vllm_python,
         start_timeout_s=args.server_start_timeout_s,
         env=tuple(_offline_env().items()),
-        name="vllm",
         **settings,
     )
 
@@ -664,7 +663,8 @@ def _free(device: str) -> None:
 
 
 def _serve(bench: Bench, ckpt: Path, pngs: Sequence[bytes]) -> None:
-    from vlbeam.transforms.backends.managed_server import ManagedServer, ServerSpec
+    from vlbeam.transforms.backends.managed_server import ManagedServer, ProcessTunables
+    from vlbeam.transforms.backends.server_spec import ServerSpec
 
     args = bench.args
     spec = ServerSpec(
@@ -673,12 +673,12 @@ def _serve(bench: Bench, ckpt: Path, pngs: Sequence[bytes]) -> None:
         command_template=serve_template(args.device, args.serve_continuous_batching),
         env=tuple(_offline_env().items()),
         start_timeout_s=args.server_start_timeout_s,
-        name="transformers-serve",
     )
+    tunables = ProcessTunables(name="transformers-serve")
     pages = pngs[: args.serve_pages]
     concurrency = args.serve_concurrency or args.batch_size
     started = time.perf_counter()
-    with ManagedServer(spec) as server:
+    with ManagedServer(spec, tunables) as server:
         bench.info["serve_ready_s"] = time.perf_counter() - started
         run_http(server.base_url, str(ckpt), pages[:1], args, 1)  # warm-up
         wall, results = run_http(server.base_url, str(ckpt), pages, args, concurrency)
@@ -706,13 +706,13 @@ def _vllm_offline(bench: Bench, ckpt: str, pages_dir: Path) -> None:
 
 
 def _vllm_managed(bench: Bench, ckpt: str, pngs: Sequence[bytes]) -> None:
-    from vlbeam.transforms.backends.managed_server import ManagedServer
+    from vlbeam.transforms.backends.managed_server import ManagedServer, ProcessTunables
 
     args = bench.args
     pages = pngs[: args.vllm_pages]
     fixed = {"min_tokens": args.answer_tokens}  # vLLM's sampling parameter, as offline
     started = time.perf_counter()
-    with ManagedServer(vllm_server_spec(args, ckpt)) as server:
+    with ManagedServer(vllm_server_spec(args, ckpt), ProcessTunables(name="vllm")) as server:
         bench.info["vllm_server_ready_s"] = time.perf_counter() - started
         bench.info["vllm_server_command"] = server.command
         run_http(server.base_url, SERVED_NAME, pages[:8], args, 8, fixed)  # warm-up

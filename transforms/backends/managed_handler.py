@@ -1,11 +1,13 @@
 """`--backend vllm|sglang`: an inference server that the worker starts and manages.
 
-`create_engine` (once per worker process) starts one server per GPU group (data parallel; one
-spanning `--tensor-parallel-size` GPUs each) and returns an engine that sends each request as a
-chat completion (images as data URIs, video frames with their true `<t seconds>` times) to the
-server with the fewest requests outstanding. A server that dies is restarted (bounded) and the
-requests that were in flight are retried, so no element is lost or duplicated. Servers stop at
-teardown of the process (atexit, and a watchdog if the worker is killed).
+`create_engine` (once per worker process: the engine is shared through
+`transforms.inference.acquire_engine`, and owns its servers) starts one server per GPU group
+(data parallel; one spanning `--tensor-parallel-size` GPUs each) and returns an engine that
+sends each request as a chat completion (images as data URIs, video frames with their true
+`<t seconds>` times) to the server with the fewest requests outstanding. A server that dies is
+restarted (bounded) and the requests that were in flight are retried, so no element is lost or
+duplicated. Servers stop when the engine closes (the last DoFn instance's teardown), at exit
+(atexit), and through a watchdog if the worker is killed.
 """
 
 from __future__ import annotations
@@ -16,13 +18,11 @@ import threading
 from concurrent.futures import Future
 
 from vlbeam.schemas.elements import VLRequest, VLResult
-from vlbeam.transforms.backends.managed_server import (
-    ServerSpec,
-    discard_server,
-    shared_servers,
-)
+from vlbeam.transforms.backends.gpu_groups import group_specs
+from vlbeam.transforms.backends.managed_server import ManagedServer, start_servers
 from vlbeam.transforms.backends.openai_engine import ApiEngine
 from vlbeam.transforms.backends.openai_protocol import ApiConfig
+from vlbeam.transforms.backends.server_spec import ServerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ class SpreadEngine:
     """Several engines (one per server) behind one: each request goes to the one with the
     fewest outstanding. Closing it stops the servers."""
 
-    def __init__(self, engines: list[ApiEngine], servers: list | None = None) -> None:
+    def __init__(
+        self, engines: list[ApiEngine], servers: list[ManagedServer] | None = None
+    ) -> None:
         if not engines:
             raise ValueError("need at least one engine")
         self._engines = engines
@@ -67,7 +69,7 @@ class SpreadEngine:
         for engine in self._engines:
             engine.close()
         for server in self._servers:
-            discard_server(server)
+            server.stop()
 
 
 class ManagedServerHandler:
@@ -88,7 +90,7 @@ class ManagedServerHandler:
         return self._model
 
     def create_engine(self) -> SpreadEngine:
-        servers = shared_servers(self._spec)
+        servers = start_servers(group_specs(self._spec))
         logger.info(
             "%d %s server(s) ready: %s",
             len(servers),

@@ -28,6 +28,7 @@ from email.utils import parsedate_to_datetime
 
 from vlbeam.schemas.elements import VLRequest, VLResult
 from vlbeam.schemas.errors import ApiError, MissingApiKey, PreflightFailed, VlbeamError
+from vlbeam.schemas.redaction import redact
 from vlbeam.transforms.backends.openai_protocol import (
     ApiAnswer,
     ApiConfig,
@@ -35,7 +36,6 @@ from vlbeam.transforms.backends.openai_protocol import (
     build_body,
     http_error_message,
     parse_response,
-    redact,
 )
 
 logger = logging.getLogger(__name__)

@@ -509,10 +509,3 @@ def preflight_request(cfg: ApiConfig) -> dict:
     return build_body(
         cfg, VLRequest(images=(), prompt="Reply with OK.", max_new_tokens=1), stream=False
     )
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
