@@ -278,8 +278,8 @@ def local_backend(pages: int, batch: int) -> dict:
     from vlbeam.schemas.config import ModelConfig, RenderConfig
     from vlbeam.schemas.elements import PageRange, SourceFile, VLRequest
     from vlbeam.transforms.backends.qwen_transformers import generate_batch, load_qwen
+    from vlbeam.transforms.document_pages import PageRenderer
     from vlbeam.transforms.media.helper_process import HelperProcess
-    from vlbeam.transforms.split_pages import PageRenderer
 
     work = Path(tempfile.mkdtemp(prefix="vlbeam-local-"))
     pdf = long_pdf(work / "doc.pdf", pages)

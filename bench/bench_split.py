@@ -5,14 +5,14 @@ What it measures, all within one run so that ratios are comparable on a noisy ma
 1. Throughput (pages/s) of vlbeam's real code path against a bare pypdfium2 loop over
    the same pages: `HelperProcess` (the helper subprocess) driven page by page like
    `PageRenderer` does, with `RenderConfig()` defaults (1288 px long side, PNG level 1,
-   text layer on), once more with the text layer off, and the whole `SplitPages`
+   text layer on), once more with the text layer off, and the whole `PlanAndRender`
    transform in a `FnApiRunner` pipeline. The bare loop opens the PDF once and renders
    each page at the same scale to PIL RGB and encodes PNG level 1 (same work, no process
    boundary); a render-only loop (no encode) is given for context.
 2. Renderer: pypdfium2 (default) against pdf2image/poppler, both through `HelperProcess`.
 3. Page image transport format: size and encode/decode time of PNG level 1 (vlbeam's
    default), PNG level 6, lossless WebP (method 0) and JPEG q95 for a few pages.
-4. Peak memory of a `SplitPages` pipeline (fresh subprocess, counting sink) over a small
+4. Peak memory of a `PlanAndRender` pipeline (fresh subprocess, counting sink) over a small
    PDF and over 1,000-page PDFs built from it (repeats sharing their objects, and repeats
    with their own copies, as separately made pages have), to test that memory does not
    grow with the page count. The process tree (driver + render helpers) is sampled with
@@ -187,7 +187,7 @@ def _record_failures(n: int) -> None:
     Metrics.counter(BENCH_NAMESPACE, "failures").inc(n)
 
 
-class SplitPages(beam.PTransform):
+class PlanAndRender(beam.PTransform):
     """The job's planning (`PlanWork`: count pages, cut ranges, shuffle) and its page renderer
     (`PageRenderer`, as the inference stage drives it), without a model."""
 
@@ -196,8 +196,8 @@ class SplitPages(beam.PTransform):
         self._cfg = cfg
 
     def expand(self, sources):
+        from vlbeam.transforms.media.work_units import VideoConfig
         from vlbeam.transforms.plan import PlanWork
-        from vlbeam.transforms.split_video import VideoConfig
 
         planned = sources | "Plan" >> PlanWork(self._cfg, VideoConfig())
         rendered = planned["units"] | "Render" >> beam.ParDo(_RenderOnly(self._cfg)).with_outputs(
@@ -212,8 +212,8 @@ class _RenderOnly(beam.DoFn):
         self._cfg = cfg
 
     def setup(self) -> None:
+        from vlbeam.transforms.document_pages import PageRenderer
         from vlbeam.transforms.media.helper_process import HelperProcess
-        from vlbeam.transforms.split_pages import PageRenderer
 
         self._helper = HelperProcess(self._cfg.max_memory_mb)
         self._renderer = PageRenderer(self._cfg)
@@ -233,7 +233,7 @@ def beam_split(sources: list[SourceFile], cfg: RenderConfig) -> tuple[int, int]:
 
     Returns (pages, failures)."""
     pipeline = beam.Pipeline(runner="FnApiRunner")
-    split = pipeline | "Sources" >> beam.Create(sources) | "Split" >> SplitPages(cfg)
+    split = pipeline | "Sources" >> beam.Create(sources) | "PlanAndRender" >> PlanAndRender(cfg)
     _ = (
         split["pages"]
         | "DropBytes" >> beam.Map(_count_pages)
@@ -292,7 +292,7 @@ BARE_PNG1 = "bare pypdfium2 render + PNG1"
 WORKER_DEFAULT = "HelperProcess, RenderConfig()"
 WORKER_NO_TEXT = "HelperProcess, no text layer"
 WORKER_POPPLER = "HelperProcess, pdf2image"
-SPLIT_PAGES = "SplitPages on FnApiRunner"
+PLAN_AND_RENDER = "plan + render on FnApiRunner"
 
 
 def bare_method(encode: bool) -> Callable[[PageSet], RunResult]:
@@ -315,11 +315,11 @@ def worker_method(worker: HelperProcess, cfg: RenderConfig) -> Callable[[PageSet
     return run
 
 
-def split_pages_method(empty: bool) -> Callable[[PageSet], RunResult]:
+def plan_and_render_method(empty: bool) -> Callable[[PageSet], RunResult]:
     def run(pages: PageSet) -> RunResult:
         n_pages, failures = beam_split([] if empty else pages.sources, RenderConfig())
         if failures:
-            raise RuntimeError(f"SplitPages reported {failures} failures")
+            raise RuntimeError(f"PlanAndRender reported {failures} failures")
         return RunResult(n_pages)
 
     return run
@@ -337,8 +337,8 @@ def throughput_methods(workers: dict[str, HelperProcess]) -> list[Method]:
         Method(
             WORKER_POPPLER, worker_method(workers["poppler"], RenderConfig(renderer="pdf2image"))
         ),
-        Method(SPLIT_PAGES, split_pages_method(empty=False)),
-        Method("  (same pipeline, no input)", split_pages_method(empty=True), fixed_cost=True),
+        Method(PLAN_AND_RENDER, plan_and_render_method(empty=False)),
+        Method("  (same pipeline, no input)", plan_and_render_method(empty=True), fixed_cost=True),
     ]
 
 
@@ -406,7 +406,7 @@ def throughput_row(method: Method, bare_s: float, fixed_s: float) -> dict:
         "ms_per_page": 1000 * median_s / n_pages,
         "time_vs_bare_png1": median_s / bare_s,
     }
-    if method.name == SPLIT_PAGES:
+    if method.name == PLAN_AND_RENDER:
         net_s = median_s - fixed_s
         row |= {"net_of_fixed_s": net_s, "net_time_vs_bare_png1": net_s / bare_s}
     return row
@@ -512,7 +512,7 @@ def high_water_mark(pid: int | str = "self") -> int:
 
 
 def memory_child(path: str) -> None:
-    """Entry point of the measured subprocess: one SplitPages pipeline, JSON on stdout."""
+    """Entry point of the measured subprocess: one PlanAndRender pipeline, JSON on stdout."""
     logging.getLogger().setLevel(logging.WARNING)
     baseline = high_water_mark()  # interpreter + imports (Beam, numpy, PIL, pdfium)
     source, _ = identify_file(path)
@@ -719,7 +719,7 @@ def print_memory(memory: dict) -> None:
         "growth KiB/page",
         "x bare+PNG1",
     )
-    print_table("4. peak memory, SplitPages on FnApiRunner (fresh process)", headers, rows)
+    print_table("4. peak memory, plan + render on FnApiRunner (fresh process)", headers, rows)
     print(
         "  x bare+PNG1: the pipeline's time per page (start-up included) over the bare loop's "
         "on the same PDF (big PDFs: an evenly strided sample of 100 pages)"
@@ -730,7 +730,7 @@ def key_ratios(throughput: dict, memory: dict) -> dict:
     ratios: dict[str, dict[str, float]] = {}
     for set_name, summary in throughput["sets"].items():
         rows = {r["method"]: r for r in summary["rows"]}
-        worker, split = rows[WORKER_DEFAULT], rows[SPLIT_PAGES]
+        worker, split = rows[WORKER_DEFAULT], rows[PLAN_AND_RENDER]
         ratios[set_name] = {
             "worker_vs_bare_png1": worker["time_vs_bare_png1"],
             "worker_no_text_vs_bare_png1": rows[WORKER_NO_TEXT]["time_vs_bare_png1"],

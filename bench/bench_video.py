@@ -214,7 +214,7 @@ def run_pyav_all(path: Path) -> dict[str, Any]:
 def _windows(path: Path, duration_s: float, fps: float, mode: str = "frames"):
     from vlbeam.schemas.elements import SourceFile
     from vlbeam.transforms.media.video_decode import SamplingConfig
-    from vlbeam.transforms.split_video import VideoConfig, plan_windows
+    from vlbeam.transforms.media.work_units import VideoConfig, plan_windows
 
     cfg = VideoConfig(sampling=SamplingConfig(fps=fps, mode=mode))
     source = SourceFile(uri=str(path), doc_id=None, kind="video", size_bytes=path.stat().st_size)
@@ -287,7 +287,7 @@ def run_keyframes(path: Path, fps: float) -> dict[str, Any]:
 
 def run_worker(path: Path, fps: float) -> dict[str, Any]:
     from vlbeam.transforms.media.helper_process import HelperProcess
-    from vlbeam.transforms.split_video import VideoConfig
+    from vlbeam.transforms.media.work_units import VideoConfig
 
     t0 = time.perf_counter()
     timeout = VideoConfig().timeout_s
@@ -401,8 +401,9 @@ def memory_child(path: str) -> None:
     from vlbeam.schemas.config import RenderConfig
     from vlbeam.schemas.elements import WindowFrames
     from vlbeam.transforms.ingest import identify_file
+    from vlbeam.transforms.media.work_units import VideoConfig
     from vlbeam.transforms.plan import PlanWork
-    from vlbeam.transforms.split_video import VideoConfig, WindowSampler
+    from vlbeam.transforms.video_frames import WindowSampler
 
     class DecodeWindows(beam.DoFn):
         def setup(self):
@@ -618,7 +619,7 @@ def main() -> None:
     import av
     import psutil  # noqa: F401  (fail early when missing)
 
-    import vlbeam.transforms.split_video  # noqa: F401
+    import vlbeam.transforms.video_frames  # noqa: F401
 
     global BASELINE
     if args.baseline:

@@ -18,7 +18,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from vlbeam.pipeline.job_config import JobConfig, parse_tasks
 from vlbeam.schemas.config import ModelConfig, PagePolicy, RenderConfig
 from vlbeam.schemas.flags import add_flags, flag_values, from_flags
-from vlbeam.transforms.backends.server_spec import ServerSpec, size_model_len
 from vlbeam.transforms.backends.openai_protocol import (
     ApiConfig,
     ApiRouting,
@@ -28,7 +27,7 @@ from vlbeam.transforms.backends.server_spec import ServerSpec, size_model_len
 from vlbeam.transforms.backends.tiny_model import resolve_model_path
 from vlbeam.transforms.media.pdf_passwords import check_password_sources
 from vlbeam.transforms.media.video_decode import SamplingConfig
-from vlbeam.transforms.split_video import VideoConfig
+from vlbeam.transforms.media.work_units import VideoConfig
 
 __all__ = ["VlbeamOptions", "parse_tasks", "refuse_unknown_flags", "unknown_flags"]
 

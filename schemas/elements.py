@@ -50,7 +50,8 @@ class PageRange:
 
 @dataclass(frozen=True)
 class PageRef:
-    """What identifies a page and travels as the key through RunInference."""
+    """What identifies a page and travels with its request and result through the inference
+    stage (`transforms/inference.py`) to its `pages` row."""
 
     doc_id: str
     source_uri: str
@@ -89,7 +90,8 @@ class VideoWindow:
 
 @dataclass(frozen=True)
 class WindowRef:
-    """What identifies a video window and travels as the key through RunInference."""
+    """What identifies a video window and travels with its request and result through the
+    inference stage (`transforms/inference.py`) to its `video_windows` row."""
 
     doc_id: str
     source_uri: str

@@ -41,7 +41,7 @@ from vlbeam.schemas.errors import (
 from vlbeam.schemas.ids import new_run_id, sha256_hex
 from vlbeam.transforms.documents import document_row, document_status
 from vlbeam.transforms.ingest import match_pattern, unprocessable_reason
-from vlbeam.transforms.split_pages import page_ranges
+from vlbeam.transforms.media.work_units import page_ranges
 
 DOC_ID = "0" * 64
 

@@ -155,7 +155,7 @@ def test_the_stage_overlaps_rendering_with_the_model_and_bounds_what_is_outstand
 
     log = tmp_path / "batches.log"  # the handler is pickled into the pipeline: log to a file
     rendered_log = tmp_path / "rendered.log"
-    from vlbeam.transforms.split_pages import PageRenderer
+    from vlbeam.transforms.document_pages import PageRenderer
 
     real_pages = PageRenderer.pages
 

@@ -49,11 +49,6 @@ ALLOWED = {
         "vlbeam.pipeline",
     },
 }
-# Imports that break the picture until another part of issue 19 lands, each with its reason.
-PENDING = {
-    # the window planner is pure but still sits in a Beam module; it moves to a pure module
-    ("vlbeam.outputs.report.videos", "vlbeam.transforms.split_video"),
-}
 
 
 def _module_name(path: Path) -> str:
@@ -84,11 +79,8 @@ SOURCES = sorted(
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
 def test_no_import_runs_upward(path):
-    module = _module_name(path)
-    layer = _layer(module)
+    layer = _layer(_module_name(path))
     for imported in _vlbeam_imports(path):
-        if (module, imported) in PENDING:
-            continue
         target = _layer(imported)
         assert target in ALLOWED[layer], f"{layer} must not import {imported}"
 
@@ -171,3 +163,19 @@ def test_no_import_cycle_between_modules():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+def test_the_planners_and_answer_checks_import_no_beam():
+    """The report re-plans a run's windows (`media.work_units`) and reads answers without
+    Beam: the pure planners and `answers` must not load it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vlbeam.transforms.media.work_units, vlbeam.transforms.answers.degenerate, "
+        "vlbeam.transforms.answers.retry, vlbeam.transforms.answers.grounding_parse, "
+        "vlbeam.transforms.media.text_layer, vlbeam.transforms.backends.server_spec; "
+        "print('apache_beam' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -168,7 +168,7 @@ def test_launcher_checks(tmp_path: Path) -> None:
 def test_the_helper_opens_both_encrypted_corpus_pdfs_with_file_passwords(
     tmp_path: Path, corpus: Path
 ) -> None:
-    """What the worker does per document (see split_pages): resolve, then count and render."""
+    """What the worker does per document (see document_pages): resolve, then count and render."""
     rc4, aes = (corpus / RC4).read_bytes(), (corpus / AES).read_bytes()
     aes_id = hashlib.sha256(aes).hexdigest()
     path = tmp_path / "pw.json"

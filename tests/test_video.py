@@ -23,7 +23,7 @@ from vlbeam.transforms.media.video_decode import (
     sample_window,
     target_times,
 )
-from vlbeam.transforms.split_video import VideoConfig, plan_windows
+from vlbeam.transforms.media.work_units import VideoConfig, plan_windows
 
 
 def top_right_square(width: int, height: int, red: bool):

@@ -40,7 +40,7 @@ from vlbeam.transforms.media.video_decode import (
     sample_window,
     target_times,
 )
-from vlbeam.transforms.split_video import VideoConfig, plan_windows
+from vlbeam.transforms.media.work_units import VideoConfig, plan_windows
 
 EPS = 1e-6
 MAX_PIXELS = 128 * 96  # frame size for every setting: small, so the oracle can keep every frame

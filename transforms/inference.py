@@ -42,12 +42,13 @@ from vlbeam.schemas.elements import (
 from vlbeam.transforms.answers.retry import Answer, better_answer, retry_temperature
 from vlbeam.transforms.backends.engine import Engine, InferenceBackend
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
+from vlbeam.transforms.document_pages import PageRenderer
 from vlbeam.transforms.grounding import window_request
 from vlbeam.transforms.helper_pool import HelperPool, UnitFeed, resolve_workers
 from vlbeam.transforms.media.text_layer import clean_text_layer, decide_page
+from vlbeam.transforms.media.work_units import VideoConfig
 from vlbeam.transforms.ocr import DEFAULT_POLICY, page_request
-from vlbeam.transforms.split_pages import PageRenderer
-from vlbeam.transforms.split_video import VideoConfig, WindowSampler
+from vlbeam.transforms.video_frames import WindowSampler
 
 logger = logging.getLogger(__name__)
 

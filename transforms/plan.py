@@ -11,9 +11,10 @@ import apache_beam as beam
 from vlbeam.schemas.config import RenderConfig
 from vlbeam.schemas.elements import Failure, SourceFile
 from vlbeam.transforms.dead_letter import FAILURES_TAG, dead_letter
+from vlbeam.transforms.document_pages import plan_pages
 from vlbeam.transforms.helper_dofn import HelperDoFn
-from vlbeam.transforms.split_pages import plan_pages
-from vlbeam.transforms.split_video import VideoConfig, plan_video
+from vlbeam.transforms.media.work_units import VideoConfig
+from vlbeam.transforms.video_frames import plan_video
 
 FACTS_TAG = "facts"
 

@@ -20,7 +20,7 @@ def _window_plan(manifest: dict | None, duration_s: float | None) -> list[tuple[
     if not duration_s or duration_s <= 0:
         return []
     from vlbeam.schemas.elements import SourceFile
-    from vlbeam.transforms.split_video import VideoConfig, plan_windows
+    from vlbeam.transforms.media.work_units import VideoConfig, plan_windows
 
     options = (manifest or {}).get("options") or {}
     defaults = VideoConfig()

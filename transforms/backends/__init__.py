@@ -1,2 +1,3 @@
 """Model backends behind one engine interface: local transformers (with the tiny random
-checkpoint), and OpenAI-compatible HTTP APIs (protocol, async engine, Beam model handler)."""
+checkpoint), OpenAI-compatible HTTP APIs (protocol, async engine, Beam model handler), and the
+inference servers vlbeam starts itself (spec, process, GPU groups)."""

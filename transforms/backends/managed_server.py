@@ -50,7 +50,6 @@ import psutil
 from vlbeam.schemas.redaction import redact_command
 from vlbeam.transforms.backends.server_spec import ServerSpec, server_command
 
-
 logger = logging.getLogger(__name__)
 
 _ACCESS_LOG = re.compile(r'"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) \S+ HTTP/[\d.]+" \d{3}')

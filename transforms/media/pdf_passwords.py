@@ -12,7 +12,7 @@ the file once per process. For one PDF the first of these that has a password wi
 The empty password is always tried first anyway (owner-only encryption needs none), and a
 password is tried as given and in its SASLprep form (`pdf_render.open_pdf`).
 
-Where the worker opens a PDF (`transforms/split_pages.py`) it resolves the password per file:
+Where the worker opens a PDF (`transforms/document_pages.py`) it resolves the password per file:
 `helper.count_pages(doc_id, data, pdf_password(cfg, uri, doc_id))` to plan, and
 `helper.render(doc_id, data, kind, page, with_pdf_password(cfg, uri, doc_id))` to render.
 """

@@ -1,7 +1,9 @@
-"""Videos → overlapping time windows (small work descriptors), and a window → its frames.
+"""A video through the worker's helper process: probed (to plan its windows) and a window's
+frames decoded.
 
-Planning probes a video and cuts it into `VideoWindow`s, which are shuffled so one long video
-spreads over every worker. Decoding happens later, in the stage that feeds the model
+Planning probes a video and cuts it into overlapping `VideoWindow`s
+(`media.work_units.plan_windows`), which are shuffled so one long video spreads over every
+worker. Decoding happens later, in the stage that feeds the model
 (`transforms/inference.py`), so frames never cross a shuffle. Probing and decoding run in the
 worker's helper process with a time bound per window; the helper reads the file straight from
 its URI and only JPEG frames come back.
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 
 from apache_beam.metrics import Metrics
 
@@ -24,51 +25,11 @@ from vlbeam.schemas.elements import (
     WindowRef,
 )
 from vlbeam.schemas.errors import EmptyWindow
-from vlbeam.schemas.flags import flag, same_flag
 from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.media.helper_process import HelperProcess
-from vlbeam.transforms.media.video_decode import SamplingConfig
+from vlbeam.transforms.media.work_units import VideoConfig, plan_windows
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VideoConfig:
-    window_s: float = flag(
-        60.0, name="window_seconds", help="length of the video windows the model sees"
-    )
-    overlap_s: float = flag(
-        4.0,
-        name="window_overlap_seconds",
-        help="overlap between consecutive windows (events on a boundary stay whole)",
-    )
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    timeout_s: float = flag(
-        300.0,
-        name="decode_timeout_s",
-        help="time bound for probing a video or decoding one window",
-    )
-    max_memory_mb: int = same_flag("render_memory_mb", 4096)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.overlap_s < self.window_s:
-            raise ValueError("need 0 <= window overlap < window length")
-        if self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
-
-
-def plan_windows(source: SourceFile, duration_s: float, cfg: VideoConfig) -> list[VideoWindow]:
-    """Windows of `window_s` starting every `window_s - overlap_s` seconds; the last one
-    ends at the video's end. A tail already inside the previous window is not repeated."""
-    step = cfg.window_s - cfg.overlap_s
-    windows, start, index = [], 0.0, 0
-    while start < duration_s:
-        end = min(start + cfg.window_s, duration_s)
-        windows.append(VideoWindow(source, index, round(start, 6), round(end, 6), duration_s))
-        if end >= duration_s:
-            break
-        start, index = start + step, index + 1
-    return windows
 
 
 def plan_video(

@@ -1,9 +1,11 @@
-"""Documents → page ranges (small work descriptors), and a range → its rendered pages.
+"""A document's pages through the worker's helper process: counted (to plan its page ranges)
+and rendered (a range → its pages).
 
-Planning counts a PDF's pages and cuts them into `PageRange`s of `pages_per_task` pages, which
-are shuffled so one big PDF spreads over every worker. Rendering happens later, in the stage
-that feeds the model (`transforms/inference.py`), so pixels never cross a shuffle. All
-pdfium/poppler work happens in the worker's helper process with a time bound per page.
+Planning counts a PDF's pages and cuts them into `PageRange`s of `pages_per_task` pages
+(`media.work_units.page_ranges`), which are shuffled so one big PDF spreads over every worker.
+Rendering happens later, in the stage that feeds the model (`transforms/inference.py`), so
+pixels never cross a shuffle. All pdfium/poppler work happens in the worker's helper process
+with a time bound per page.
 """
 
 from __future__ import annotations
@@ -25,16 +27,9 @@ from vlbeam.schemas.elements import (
 from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.media.helper_process import HelperProcess
 from vlbeam.transforms.media.pdf_passwords import pdf_password, with_pdf_password
+from vlbeam.transforms.media.work_units import page_ranges
 
 logger = logging.getLogger(__name__)
-
-
-def page_ranges(source: SourceFile, num_pages: int, pages_per_task: int) -> list[PageRange]:
-    """Cut pages 1..num_pages into consecutive ranges of at most `pages_per_task`."""
-    return [
-        PageRange(source, first, min(first + pages_per_task - 1, num_pages), num_pages)
-        for first in range(1, num_pages + 1, pages_per_task)
-    ]
 
 
 def plan_pages(
