@@ -20,6 +20,8 @@ from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from vlbeam.transforms.backends.managed_server import ProcessTunables
+
 FIXTURE = Path(__file__).parent / "fixtures" / "run_flags.json"
 
 # command lines whose configs are recorded (values only from this file: nothing secret)
@@ -239,7 +241,14 @@ def test_the_configs_built_from_flags_are_as_before():
     before = json.loads(FIXTURE.read_text())["configs"]
     now = snapshot()["configs"]
     assert list(now) == list(before)
+    # how a managed server process is run and watched moved out of ServerSpec into
+    # ProcessTunables, which no flag sets: those fields are compared there
+    tunables = {f.name for f in dataclasses.fields(ProcessTunables)}
     for name in before:
+        server = before[name].get("server")
+        if isinstance(server, dict):
+            moved = {k: server.pop(k) for k in tunables & set(server)}
+            assert moved == {k: getattr(ProcessTunables(), k) for k in moved}, name
         assert now[name] == before[name], name
 
 

@@ -116,7 +116,7 @@ def test_two_helpers_feed_one_engine_and_give_the_same_rows_as_one(tmp_path, mon
     pages = [inked_page((300, 400), label=f"page {i}") for i in range(24)]
     pages[0].save(pdf, save_all=True, append_images=pages[1:])
 
-    from vlbeam.transforms.split_pages import PageRenderer
+    from vlbeam.transforms.document_pages import PageRenderer
 
     pid_log = tmp_path / "pids.log"
     real_pages = PageRenderer.pages
