@@ -8,7 +8,7 @@ from pathlib import Path
 from vlbeam.schemas.config import RenderConfig
 from vlbeam.transforms.media.helper_process import HelperProcess
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 DOC = "a" * 64
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from vlbeam.schemas import errors
 from vlbeam.schemas.elements import Failure
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 PINNED = {
     "VlbeamError",

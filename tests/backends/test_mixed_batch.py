@@ -21,7 +21,7 @@ from vlbeam.schemas.elements import VLRequest, VLResult
 from vlbeam.transforms.backends.qwen_transformers import generate_batch, load_qwen
 from vlbeam.transforms.media.pdf_render import open_pdf, render_pdf_page
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 MAX_NEW_TOKENS = 12
 
 

@@ -22,7 +22,7 @@ from tests.video_fixtures import constant_rate, write_video
 from vlbeam.pipeline.run import run
 from vlbeam.schemas import TABLES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VOLATILE = {"latency_s"}  # wall-clock measurements differ between runs
 
 

@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import (
 
 from vlbeam.runners import expand_target
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def options(argv: list[str]) -> PipelineOptions:

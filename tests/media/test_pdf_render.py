@@ -31,7 +31,7 @@ from vlbeam.transforms.media.pdf_render import (
     target_size,
 )
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 SASLPREP_PASSWORD = "S\u00aaSL\u00adprep"  # 'SªSL<soft hyphen>prep' → SASLprep → 'SaSLprep'
 CFG = RenderConfig()
 

@@ -22,7 +22,7 @@ from vlbeam.schemas.errors import (
 )
 from vlbeam.transforms.media.helper_process import HelperProcess, _read_msg, _write_msg
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 SMALL = RenderConfig(target_long_side=128)
 # ocrmypdf_poster.pdf (1800x3600 pt) at 8192x16384 px takes ~5 s to render: long enough
 # to time out or be killed in the middle of, deterministically.

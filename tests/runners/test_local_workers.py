@@ -21,7 +21,7 @@ from vlbeam.schemas import TABLES
 from vlbeam.schemas.config import ModelConfig
 from vlbeam.transforms.backends.qwen_transformers import TransformersQwenHandler, load_qwen
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VOLATILE = {"latency_s"}  # wall-clock measurements differ between runs
 
 

@@ -47,7 +47,7 @@ from vlbeam.transforms.backends.server_spec import ServerSpec, server_command, s
 
 psutil = require_module("psutil", "dev")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

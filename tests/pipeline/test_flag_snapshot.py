@@ -4,7 +4,7 @@ type and action, the `--help` text, and the configs the launcher builds from a f
 lines (or the error it raises).
 
 `tests/fixtures/run_flags.json` was written once from the code before that change
-(`./py -m tests.test_flag_snapshot --write`); a difference here is a user-visible change.
+(`./py -m tests.pipeline.test_flag_snapshot --write`); a difference here is a user-visible change.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from vlbeam.transforms.backends.managed_server import ProcessTunables
 
-FIXTURE = Path(__file__).parent / "fixtures" / "run_flags.json"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run_flags.json"
 
 # command lines whose configs are recorded (values only from this file: nothing secret)
 ARGVS = {
