@@ -9,6 +9,10 @@ Styles:
 - `images_prompt`: POST {base} (the full endpoint) with `images` + `prompt`
   (the Qwen3-VL-Flash form).
 Video goes as images interleaved with `<t seconds>` text before each frame.
+
+Why one file of over 500 lines: the provider presets, the config their flags set and the
+body builders that read both are one table of provider differences, kept side by side so a
+provider's quirks are read (and reviewed) in one place.
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ so `fps` bounds the density from above and the real spacing is the file's keyfra
 interval, each frame with its true time. Only the keyframes kept are decoded, each on its
 own; everything else is only demuxed, so it costs a small fraction of decoding every frame.
 A window with no keyframe in it gets its first instant's frame, decoded in full.
+
+Why one file of over 500 lines: probing, the checked seek, the packet index and the two decode
+loops are one subject (exact coverage) and share private state (where a seek landed, the
+packet index, the time origin); split apart, each piece would need the others' internals.
 """
 
 from __future__ import annotations
