@@ -129,6 +129,11 @@ class ModelConfig:
     attn_implementation: str | None = flag(
         None, help="transformers attention implementation (sdpa, flash_attention_2, eager)"
     )
+    generate_timeout_s: float | None = flag(
+        1800.0,
+        help="local models: a generate call running longer than this opens the engine's "
+        "breaker (the remaining units fail fast as EngineUnavailable, the run exits non-zero)",
+    )
     do_sample: bool = False
 
     def __post_init__(self) -> None:
@@ -146,6 +151,8 @@ class ModelConfig:
             raise ValueError("max_batch_pixels must be positive (or None: no budget)")
         if self.max_batch_duration_secs is not None and self.max_batch_duration_secs <= 0:
             raise ValueError("max_batch_duration_secs must be positive")
+        if self.generate_timeout_s is not None and self.generate_timeout_s <= 0:
+            raise ValueError("generate_timeout_s must be positive")
 
 
 TEXT_LAYER_POLICIES = ("ocr", "prefer", "compare")

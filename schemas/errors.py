@@ -98,6 +98,23 @@ class ApiError(VlbeamError):
         self.error_type_name = f"HTTP{status}" if status else "ApiConnectionError"
 
 
+class ServerCrash(VlbeamError):
+    """A request that was in flight each time its managed server died (twice): it is taken to
+    be what crashes the server, and fails alone instead of being sent again."""
+
+
+class EngineUnavailable(VlbeamError):
+    """The worker's engine can't serve (a server that won't stay up, a CUDA error, a generate
+    call past --generate-timeout-s): its breaker is open, and the remaining units fail fast
+    with this type; the run exits non-zero after publishing what it has."""
+
+
+class RunAborted(BaseException):
+    """Stops the whole job (deliberately not an Exception, so dead-letter handlers and Beam's
+    bundle processing don't turn it into one failure row per element), e.g. every API request
+    rejected. Not a failure type: it never reaches the `failures` table."""
+
+
 class RemoteError(VlbeamError):
     """An error raised in a helper process, re-raised here under its original type name."""
 

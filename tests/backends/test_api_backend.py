@@ -461,22 +461,42 @@ def test_a_batch_fails_element_by_element(server, engines):
     assert results[1].error_type == "HTTP400" and "this one is bad" in results[1].error_message
 
 
-def test_auth_failures_abort_only_with_no_success(server, engines):
+def test_auth_failures_abort_after_that_many_in_a_row(server, engines):
     server.always(unauthorized())
     engine = engines(engine_cfg(server, auth_failures_to_abort=3))
     results = engine.infer([page_request(), page_request()])  # 2 < 3: keep going
     assert [r.error_type for r in results] == ["HTTP401", "HTTP401"]
     with pytest.raises(RunAborted, match="rejected every request"):
         engine.infer([page_request()])
-    # one success anywhere means the key works: no abort
+    # once stopping, nothing more is sent
+    sent = len(server.requests)
+    assert not engine.submit(page_request()).result().ok
+    assert len(server.requests) == sent
+    # a success breaks the row: rejections count again from zero after it
     server.reset()
-    server.script(unauthorized(), unauthorized(), unauthorized(), unauthorized())
+    server.script(unauthorized(), unauthorized())
     ok = engines(engine_cfg(server, auth_failures_to_abort=3))
-    assert ok.infer([page_request()])[0].error_type == "HTTP401"
-    server.reset()
+    assert [r.error_type for r in ok.infer([page_request()] * 2)] == ["HTTP401"] * 2
     assert ok.infer([page_request()])[0].ok
     server.always(unauthorized())
-    assert [r.error_type for r in ok.infer([page_request()] * 4)] == ["HTTP401"] * 4
+    assert [r.error_type for r in ok.infer([page_request()] * 2)] == ["HTTP401"] * 2
+    with pytest.raises(RunAborted):  # a key revoked mid-run stops the run too
+        ok.infer([page_request()])
+
+
+@pytest.mark.parametrize("transport", ["timeout", "drop", "500"])
+def test_a_transport_error_is_not_a_success(transport, server, engines):
+    """A timeout, a dropped connection or a 5xx before the rejections doesn't hide them: the
+    abort fires after `auth_failures_to_abort` 401s whatever failed before."""
+    first = {"timeout": slow(5), "drop": drop(), "500": server_error(503)}[transport]
+    server.script(first)
+    server.always(unauthorized())
+    engine = engines(engine_cfg(server, auth_failures_to_abort=3, max_attempts=1, timeout_s=1))
+    [failed] = engine.infer([page_request()])
+    assert not failed.ok and failed.error_type in ("ApiConnectionError", "HTTP503")
+    assert [r.error_type for r in engine.infer([page_request()] * 2)] == ["HTTP401"] * 2
+    with pytest.raises(RunAborted, match="3 authentication failures in a row"):
+        engine.infer([page_request()])
 
 
 def test_preflight_stops_on_a_rejected_key_and_warns_on_a_transient_error(server, caplog):

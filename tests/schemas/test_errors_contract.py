@@ -33,6 +33,8 @@ PINNED = {
     "ModelNotFound",
     "MissingApiKey",
     "PreflightFailed",
+    "ServerCrash",
+    "EngineUnavailable",
     "ApiError",
     "RemoteError",
 }

@@ -4,9 +4,11 @@
 `transforms.inference.acquire_engine`, and owns its servers) starts one server per GPU group
 (data parallel; one spanning `--tensor-parallel-size` GPUs each) and returns an engine that
 sends each request as a chat completion (images as data URIs, video frames with their true
-`<t seconds>` times) to the server with the fewest requests outstanding. A server that dies is
-restarted (bounded) and the requests that were in flight are retried, so no element is lost or
-duplicated. Servers stop when the engine closes (the last DoFn instance's teardown), at exit
+`<t seconds>` times) to the server with the fewest requests outstanding. A server that dies (or
+hangs) is restarted (at most `--max-server-restarts` per `--server-restart-window-s`) and the
+requests that were in flight are retried alone, so no element is lost or duplicated; one in
+flight at two crashes fails alone (`ServerCrash`), and a server that won't stay up opens the
+breaker (`EngineUnavailable`; see `openai_engine`). Servers stop when the engine closes (the last DoFn instance's teardown), at exit
 (atexit), and through a watchdog if the worker is killed.
 """
 
@@ -45,9 +47,22 @@ class SpreadEngine:
     def capacity(self) -> int:
         return sum(engine.capacity for engine in self._engines)
 
+    @property
+    def broken(self) -> str | None:
+        """Why no server can serve (None while one still can)."""
+        reasons = [engine.broken for engine in self._engines]
+        return None if None in reasons else "; ".join(dict.fromkeys(reasons))
+
+    @property
+    def stall_timeout_s(self) -> float:
+        return max(engine.stall_timeout_s for engine in self._engines)
+
     def submit(self, request: VLRequest) -> Future[VLResult]:
+        """To the serving engine with the fewest outstanding (a broken one only when every
+        one is: it fails the request at once)."""
         with self._lock:
-            i = min(range(len(self._engines)), key=self._outstanding.__getitem__)
+            serving = [i for i, e in enumerate(self._engines) if e.broken is None]
+            i = min(serving or range(len(self._engines)), key=self._outstanding.__getitem__)
             self._outstanding[i] += 1
         future = self._engines[i].submit(request)
         future.add_done_callback(lambda _f: self._done(i))
@@ -63,6 +78,10 @@ class SpreadEngine:
     def check(self) -> None:
         for engine in self._engines:
             engine.check()
+
+    def trip(self, reason: str) -> None:
+        for engine in self._engines:
+            engine.trip(reason)
 
     def close(self) -> None:
         """Close the clients and stop the servers (nothing left holding a GPU)."""

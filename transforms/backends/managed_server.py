@@ -73,7 +73,8 @@ class ProcessTunables:
     flag sets these; tests and benches do. `host`/`port`: where it listens (port None: a free
     port, chosen at each start); `health_path`: the URL that answers 200 once it is ready;
     `stop_timeout_s`: SIGTERM to SIGKILL; `log_lines`: lines kept for error messages; `name`:
-    the log prefix (default: the spec's kind)."""
+    the log prefix (default: the spec's kind); `health_timeout_s`: how long the health URL
+    may take to answer when a request timed out (longer: the server is taken to hang)."""
 
     host: str = "127.0.0.1"
     port: int | None = None
@@ -81,8 +82,11 @@ class ProcessTunables:
     stop_timeout_s: float = 30.0
     log_lines: int = 200
     name: str | None = None
+    health_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.health_timeout_s <= 0:
+            raise ValueError("health_timeout_s must be > 0")
         if self.port is not None and not 1 <= self.port <= 65535:
             raise ValueError(f"port must be within 1..65535, got {self.port}")
         if not self.health_path.startswith("/"):
@@ -221,7 +225,8 @@ class ManagedServer:
         self._stopping = threading.Event()  # lets stop() interrupt a wait for readiness
         self._owner = os.getpid()
         self.starts = 0
-        self.restarts = 0
+        self.restarts = 0  # over the server's life: callers compare it to see a restart
+        self._restart_times: collections.deque[float] = collections.deque()  # in the window
 
     # -- what callers read --------------------------------------------------------------
 
@@ -341,21 +346,28 @@ class ManagedServer:
             while True:
                 if self._stopping.is_set():
                     raise ServerError(f"{self.label} server was stopped")
-                if self.restarts >= self.spec.max_restarts:
+                now = time.monotonic()
+                window = self.spec.restart_window_s
+                while self._restart_times and now - self._restart_times[0] > window:
+                    self._restart_times.popleft()  # restarts older than the window are forgiven
+                if len(self._restart_times) >= self.spec.max_restarts:
                     why = f" The last attempt: {last}" if last else ""
                     raise ServerRestartsExhausted(
-                        f"{self.label} server died and was restarted {self.restarts} times "
-                        f"(--max-server-restarts {self.spec.max_restarts}); giving up.{why}\n"
-                        f"Last lines of its log:\n{self.log_tail()}"
+                        f"{self.label} server died and was restarted {len(self._restart_times)} "
+                        f"times within {window:g} s (--max-server-restarts "
+                        f"{self.spec.max_restarts}, --server-restart-window-s {window:g}); "
+                        f"giving up.{why}\nLast lines of its log:\n{self.log_tail()}"
                     )
                 self.restarts += 1
+                self._restart_times.append(now)
                 code = self._proc.poll() if self._proc else None
                 logger.warning(
-                    "%s restarting (exit code %s), attempt %d of %d",
+                    "%s restarting (exit code %s), %d of %d within %g s",
                     self.prefix,
                     code,
-                    self.restarts,
+                    len(self._restart_times),
                     self.spec.max_restarts,
+                    window,
                 )
                 self._terminate()
                 try:
@@ -378,6 +390,36 @@ class ManagedServer:
             elif not self._ready:
                 self.wait_ready()
             return self.base_url
+
+    def healthy(self, timeout_s: float | None = None) -> bool:
+        """The process runs and its health URL answers 200 within `timeout_s` (default
+        `health_timeout_s`)."""
+        if not self.alive() or self._port is None:
+            return False
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        return self._probe(opener, timeout_s or self.tunables.health_timeout_s)
+
+    def recover(self, restarts_before: int, *, hung: bool = False) -> bool:
+        """After a request failed (a connection error, or with `hung` a timeout): restart the
+        server if it died, or if it no longer answers its health URL (it hangs). True when it
+        was restarted since `restarts_before` (by this call or another thread's: the request
+        was in flight at a crash). Raises `ServerError` when it can't be brought back."""
+        with self._lock:
+            if self._stopped and self.starts:
+                raise ServerError(f"{self.label} server was stopped")
+            if self.restarts > restarts_before:
+                return True
+            if self.alive() and (not hung or self.healthy()):
+                return False
+            if self.alive():
+                logger.warning(
+                    "%s did not answer %s within %g s: taken to hang, restarting",
+                    self.prefix,
+                    self.tunables.health_path,
+                    self.tunables.health_timeout_s,
+                )
+            self.restart()
+            return True
 
     def stop(self) -> None:
         """Stop the server and everything it started: SIGTERM to its process group, SIGKILL

@@ -4,10 +4,22 @@ retries with exponential backoff and jitter that honour `Retry-After`.
 
 Transient errors (connection errors, timeouts, 408, 409, 429, 5xx, malformed or cut-off
 responses) are retried up to `max_attempts`; 400/401/403/404/422 fail the request at once.
-After `auth_failures_to_abort` authentication failures (401/403) with no success at all, the
-engine stops the job with one clear message (`RunAborted`) instead of failing every element.
-The API key is read from the environment when the engine starts and is never put in a
-message, a log line or an exception.
+Failures are classified where they happen: a transport error (no HTTP status: a timeout, a
+reset, a server that went away) is neither a success nor a rejection. After
+`auth_failures_to_abort` authentication failures (401/403) in a row (only a success breaks the
+row; whatever failed before doesn't matter), the engine stops sending and stops the job with
+one clear message (`RunAborted`) instead of failing every element.
+
+With a managed server (`--backend vllm|sglang`), a connection error or a timeout asks the server
+to recover (restart if it died or no longer answers its health URL). A request in flight at a
+crash is sent again without using an attempt, alone (nothing else in flight on that server, so
+a second crash can only be its own); a request in flight at two crashes fails alone as
+`ServerCrash`. A server that can't be brought back opens the engine's breaker: every request
+of that engine then fails at once as `EngineUnavailable`.
+
+`close()` cancels what is still pending (no call is sent after it). The API key is read from
+the environment when the engine starts and is never put in a message, a log line or an
+exception.
 """
 
 from __future__ import annotations
@@ -27,7 +39,15 @@ from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 
 from vlbeam.schemas.elements import VLRequest, VLResult
-from vlbeam.schemas.errors import ApiError, MissingApiKey, PreflightFailed, VlbeamError
+from vlbeam.schemas.errors import (
+    ApiError,
+    EngineUnavailable,
+    MissingApiKey,
+    PreflightFailed,
+    RunAborted,
+    ServerCrash,
+    VlbeamError,
+)
 from vlbeam.schemas.redaction import redact
 from vlbeam.transforms.backends.openai_protocol import (
     ApiAnswer,
@@ -45,9 +65,10 @@ FATAL_STATUS = frozenset({400, 401, 403, 404, 405, 413, 422})
 AUTH_STATUS = frozenset({401, 403})
 
 
-class RunAborted(BaseException):
-    """Stops the whole job (deliberately not an Exception, so dead-letter handlers don't
-    turn it into one failure row per element)."""
+__all__ = ["ApiEngine", "RunAborted", "preflight"]  # RunAborted: from schemas.errors
+
+# A request in flight at this many crashes of its server is taken to cause them.
+CRASHES_TO_FAIL = 2
 
 
 class _Retry(Exception):
@@ -57,9 +78,11 @@ class _Retry(Exception):
         status: int | None = None,
         after: float | None = None,
         connection: bool = False,
+        timed_out: bool = False,
     ):
         super().__init__(message)
         self.status, self.after, self.connection = status, after, connection
+        self.timed_out = timed_out
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -120,13 +143,40 @@ class _RateLimiter:
             await asyncio.sleep(start - now)
 
 
+class _Slots:
+    """`max_concurrency` request slots; `exclusive()` takes them all, so a request suspected
+    of crashing its server runs alone (one suspect at a time; the others wait their turn)."""
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._semaphore = asyncio.Semaphore(n)
+        self._suspects = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def shared(self):
+        async with self._semaphore:
+            yield
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self):
+        async with self._suspects:
+            taken = 0
+            try:
+                for _ in range(self._n):
+                    await self._semaphore.acquire()
+                    taken += 1
+                yield
+            finally:
+                for _ in range(taken):
+                    self._semaphore.release()
+
+
 class ApiEngine:
     """Per-process client: a background event loop thread with one aiohttp session."""
 
     def __init__(self, cfg: ApiConfig, *, seed: int | None = None, server=None) -> None:
-        """`server`: a managed inference server (`ManagedServer`) behind `cfg.base_url`. A
-        connection error then asks it to restart if it died, and a request retried because
-        of a restart doesn't use up one of its `max_attempts`."""
+        """`server`: a managed inference server (`ManagedServer`) behind `cfg.base_url`: a
+        connection error or a timeout then asks it to recover (see the module docstring)."""
         import aiohttp
 
         self.cfg = cfg
@@ -136,15 +186,17 @@ class ApiEngine:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._auth_failures = 0
-        self._successes = 0
+        self._auth_in_row = 0  # 401/403 since the last success
+        self._aborted: str | None = None  # why the run must stop (nothing more is sent)
+        self._broken: str | None = None  # the breaker: why this engine can't serve
+        self._closed = False
         self._lock = threading.Lock()
 
         async def setup():
             connector = aiohttp.TCPConnector(limit=cfg.max_concurrency, ttl_dns_cache=300)
             timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-            self._semaphore = asyncio.Semaphore(cfg.max_concurrency)
+            self._slots = _Slots(cfg.max_concurrency)
             self._limiter = _RateLimiter(cfg.requests_per_minute)
 
         asyncio.run_coroutine_threadsafe(setup(), self._loop).result()
@@ -157,10 +209,20 @@ class ApiEngine:
         return headers
 
     def close(self) -> None:
+        """Cancel every pending request (nothing is sent after this), close the pool."""
+        self._closed = True
         if self._loop.is_closed() or not self._thread.is_alive():
             return
+
+        async def shutdown():
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self._session.close()
+
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
@@ -178,8 +240,26 @@ class ApiEngine:
         so that a freed slot takes the next request at once."""
         return 2 * self.cfg.max_concurrency
 
+    @property
+    def broken(self) -> str | None:
+        """Why the breaker is open (None: closed, the engine serves)."""
+        return self._broken
+
+    @property
+    def stall_timeout_s(self) -> float:
+        """The longest a request may take, every attempt and server restart included (no
+        result at all for longer: the engine is stuck; see the stage)."""
+        cfg = self.cfg
+        bound = cfg.max_attempts * (cfg.timeout_s + cfg.backoff_max_s)
+        if self._server is not None:
+            spec = self._server.spec
+            bound += (spec.max_restarts + 1) * spec.start_timeout_s
+        return bound + 60
+
     def submit(self, request: VLRequest) -> concurrent.futures.Future[VLResult]:
         """Send one request as soon as a slot (and the rate limit) allows."""
+        if self._closed:
+            raise RuntimeError("engine is closed")
         return asyncio.run_coroutine_threadsafe(self._one(request), self._loop)
 
     def flush(self) -> None:
@@ -187,6 +267,13 @@ class ApiEngine:
 
     def check(self) -> None:
         self._check_abort()
+
+    def trip(self, reason: str) -> None:
+        """Open the breaker from outside (e.g. the stage saw no result for too long)."""
+        with self._lock:
+            if self._broken is None:
+                self._broken = reason
+                logger.error("engine unavailable: %s", reason)
 
     # -- public, synchronous ------------------------------------------------------------
 
@@ -210,9 +297,11 @@ class ApiEngine:
         except ApiError as exc:
             self._count(exc.status)
             return VLResult.failed(exc)
+        except VlbeamError as exc:  # ServerCrash, EngineUnavailable: classified where raised
+            return VLResult.failed(exc)
         except Exception as exc:  # a bug or an unexpected library error: fail this element
             return VLResult.failed(VlbeamError(self._clean(f"{type(exc).__name__}: {exc}")))
-        self._count(None)
+        self._count(200)
         return VLResult(
             text=answer.text,
             input_tokens=answer.input_tokens,
@@ -226,62 +315,94 @@ class ApiEngine:
         )
 
     def _count(self, status: int | None) -> None:
+        """One request's outcome. Only an answer (200) proves the key; a transport error
+        (None) or another status neither proves nor disproves it."""
         with self._lock:
-            if status in AUTH_STATUS:
-                self._auth_failures += 1
-            elif status is None:
-                self._successes += 1
+            if status == 200:
+                self._auth_in_row = 0
+            elif status in AUTH_STATUS:
+                self._auth_in_row += 1
+                if self._auth_in_row >= self.cfg.auth_failures_to_abort and not self._aborted:
+                    self._aborted = (
+                        f"stopping: the API at {self.cfg.base_url} rejected every request "
+                        f"({self._auth_in_row} authentication failures in a row, no success "
+                        f"between them); check the key in ${self.cfg.api_key_env} and "
+                        "--provider/--base-url"
+                    )
 
     def _check_abort(self) -> None:
         with self._lock:
-            dead = self._successes == 0 and self._auth_failures >= self.cfg.auth_failures_to_abort
-        if dead:
-            raise RunAborted(
-                f"stopping: the API at {self.cfg.base_url} rejected every request "
-                f"({self._auth_failures} authentication failures, no success); check the key in "
-                f"${self.cfg.api_key_env} and --provider/--base-url"
-            )
+            aborted = self._aborted
+        if aborted:
+            raise RunAborted(aborted)
+
+    def _refuse(self) -> None:
+        """Before sending: nothing goes out once the run is stopping or the breaker is open."""
+        if self._aborted:
+            raise ApiError("not sent: the run is stopping (the API rejected every request)")
+        if self._broken:
+            raise EngineUnavailable(self._broken)
+        if self._closed:
+            raise EngineUnavailable("not sent: the engine was closed")
 
     async def _send(self, body: dict, *, stream: bool) -> ApiAnswer:
         last: _Retry | None = None
-        attempt, restarted = 0, False
+        attempt, crashes, crashed = 0, 0, False
         while attempt < self.cfg.max_attempts:
+            self._refuse()
             attempt += 1
-            if attempt > 1 and not restarted:
+            if attempt > 1 and not crashed:
                 delay = backoff_delay(attempt - 1, self.cfg, self._rng)
                 if last is not None and last.after is not None:
                     delay = max(delay, min(last.after, self.cfg.backoff_max_s))
                 await asyncio.sleep(delay)
+                self._refuse()
             restarts = self._server.restarts if self._server is not None else 0
+            # a suspect (in flight at a crash) goes alone: a second crash is its own
+            slot = self._slots.exclusive() if crashes else self._slots.shared()
             try:
-                async with self._semaphore:
+                async with slot:
+                    self._refuse()
                     await self._limiter.wait()
                     return await self._attempt(body, stream)
             except _Retry as exc:
                 last = exc
                 logger.debug("attempt %d failed: %s", attempt, exc)
-                restarted = exc.connection and await self._server_came_back(restarts)
-                if restarted:
+                crashed = (exc.connection or exc.timed_out) and await self._server_crashed(
+                    restarts, hung=exc.timed_out
+                )
+                if crashed:
+                    crashes += 1
+                    if crashes >= CRASHES_TO_FAIL:
+                        raise ServerCrash(
+                            f"the {self._server.label} server died {crashes} times while this "
+                            "request was in flight (the last time with nothing else in "
+                            "flight); it was not sent again"
+                        ) from None
                     attempt -= 1  # the server died under this request: it doesn't count
         assert last is not None
         raise ApiError(
             f"gave up after {self.cfg.max_attempts} attempts: {last}", status=last.status
         )
 
-    async def _server_came_back(self, restarts_before: int) -> bool:
-        """After a connection error: have the managed server restarted if it died (blocking,
-        so off the event loop). True when it was restarted since the failed attempt began."""
+    async def _server_crashed(self, restarts_before: int, *, hung: bool) -> bool:
+        """After a connection error or a timeout: have the managed server recover (restart if
+        it died or hangs; blocking, so off the event loop). True when it was restarted since
+        the failed attempt began. A server that can't be brought back opens the breaker."""
         if self._server is None:
             return False
+        server = self._server
         try:
-            base_url = await asyncio.get_running_loop().run_in_executor(
-                None, self._server.ensure_running
+            restarted = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: server.recover(restarts_before, hung=hung)
             )
-        except Exception as exc:  # restarts exhausted, or it won't come up: fail the request
-            raise ApiError(self._clean(f"inference server unavailable: {exc}")) from None
+        except Exception as exc:  # restarts exhausted, or it won't come up: the breaker opens
+            self.trip(self._clean(f"the {server.label} server can't serve: {exc}"))
+            raise EngineUnavailable(self._broken or "engine unavailable") from None
+        base_url = server.base_url
         if base_url.rstrip("/") != self.cfg.base_url.rstrip("/"):
             self.cfg = dataclasses.replace(self.cfg, base_url=base_url)
-        return self._server.restarts > restarts_before
+        return restarted
 
     async def _attempt(self, body: dict, stream: bool) -> ApiAnswer:
         import aiohttp
@@ -324,7 +445,7 @@ class ApiEngine:
             timed_out = isinstance(exc, asyncio.TimeoutError)
             kind = "timed out" if timed_out else "connection error"
             message = self._clean(f"{kind}: {type(exc).__name__}: {exc}")
-            raise _Retry(message, connection=not timed_out) from None
+            raise _Retry(message, connection=not timed_out, timed_out=timed_out) from None
         except ValueError as exc:  # malformed JSON, a broken stream chunk
             raise _Retry(self._clean(f"malformed response: {exc}")) from None
 

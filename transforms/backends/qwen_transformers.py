@@ -251,4 +251,5 @@ class TransformersQwenHandler:
             max_batch_size=cfg.max_batch_size,
             max_batch_pixels=cfg.max_batch_pixels,
             linger_s=cfg.max_batch_duration_secs,
+            generate_timeout_s=cfg.generate_timeout_s,
         )

@@ -107,7 +107,14 @@ class ServerSpec:
     max_restarts: int = flag(
         3,
         name="max_server_restarts",
-        help="vllm/sglang: restarts of a server that died before the worker gives up",
+        help="vllm/sglang: restarts of a server that died (or hung) within "
+        "--server-restart-window-s before the worker's engine gives up (its breaker opens)",
+    )
+    restart_window_s: float = flag(
+        600.0,
+        name="server_restart_window_s",
+        help="vllm/sglang: the window --max-server-restarts counts restarts in (older ones "
+        "are forgiven)",
     )
     env: tuple[tuple[str, str], ...] = ()
 
@@ -152,6 +159,8 @@ class ServerSpec:
             raise ValueError("start_timeout_s must be > 0")
         if self.max_restarts < 0:
             raise ValueError("max_restarts must be >= 0")
+        if self.restart_window_s <= 0:
+            raise ValueError("restart_window_s must be > 0")
 
     @property
     def model_name(self) -> str:
