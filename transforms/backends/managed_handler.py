@@ -8,8 +8,8 @@ sends each request as a chat completion (images as data URIs, video frames with 
 hangs) is restarted (at most `--max-server-restarts` per `--server-restart-window-s`) and the
 requests that were in flight are retried alone, so no element is lost or duplicated; one in
 flight at two crashes fails alone (`ServerCrash`), and a server that won't stay up opens the
-breaker (`EngineUnavailable`; see `openai_engine`). Servers stop when the engine closes (the last DoFn instance's teardown), at exit
-(atexit), and through a watchdog if the worker is killed.
+breaker (`EngineUnavailable`; see `openai_engine`). Servers stop when the engine closes (see
+`transforms.inference`), at exit (atexit), and through a watchdog if the worker is killed.
 """
 
 from __future__ import annotations
