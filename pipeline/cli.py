@@ -15,6 +15,10 @@ USAGE = """usage: vlbeam run --input GLOB [--input GLOB ...] --output DIR [--tas
 
 Run `vlbeam run --help` for every job flag."""
 
+# `vlbeam run`'s exit code when an engine stopped the run: every request rejected (nothing
+# published), or its breaker open (what was done is published). 2: a bad invocation.
+ENGINE_STOPPED = 3
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -38,12 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         from vlbeam.pipeline.options import refuse_unknown_flags
         from vlbeam.pipeline.run import run
         from vlbeam.runners import expand_target
-        from vlbeam.schemas.errors import VlbeamError
+        from vlbeam.schemas.errors import EngineUnavailable, RunAborted, VlbeamError
 
         try:
             argv = expand_target(rest)
             refuse_unknown_flags(argv)  # a misspelled flag stops here, before any work
             run(argv)
+        except (RunAborted, EngineUnavailable) as exc:  # the engine stopped the run
+            print(f"vlbeam: {exc}", file=sys.stderr)
+            return ENGINE_STOPPED
         except (VlbeamError, ValueError) as exc:  # bad flags, missing model/key, API check
             print(f"vlbeam: {exc}", file=sys.stderr)
             return 2

@@ -29,11 +29,12 @@ from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
 from vlbeam.pipeline.summary import counters, format_summary
 from vlbeam.schemas import TABLES
 from vlbeam.schemas.elements import PageRef, Provenance
+from vlbeam.schemas.errors import EngineUnavailable
 from vlbeam.schemas.ids import new_run_id
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.documents import SummarizeDocuments
 from vlbeam.transforms.grounding import GroundVideo
-from vlbeam.transforms.inference import InferUnits
+from vlbeam.transforms.inference import InferUnits, close_idle_engines
 from vlbeam.transforms.ingest import IngestFiles
 from vlbeam.transforms.ocr import ToPageRows
 from vlbeam.transforms.plan import PlanWork
@@ -196,8 +197,11 @@ def run(
     manifest = RunManifest(run_id, opts, options)
     logger.info("vlbeam run %s: %s -> %s", run_id, ", ".join(opts.input), opts.output)
     try:
-        result = p.run()
-        state = result.wait_until_finish()
+        try:
+            result = p.run()
+            state = result.wait_until_finish()
+        finally:
+            close_idle_engines()  # in-process runners: nothing outlives the run
         if state not in (PipelineState.DONE, None):
             raise RuntimeError(f"pipeline ended in state {state}; previous output left in place")
         publish(opts.output, run_id, TABLES, mode)
@@ -207,4 +211,17 @@ def run(
     values = counters(result)
     manifest.finish(opts.output, "succeeded", counts=values)
     print(format_summary(values, manifest.wall_s, opts.output, run_id))
+    refuse_if_engine_unavailable(values)
     return result
+
+
+def refuse_if_engine_unavailable(values: dict) -> None:
+    """After publishing: a run in which an engine's breaker opened (its units failed fast as
+    `EngineUnavailable`) did not do its work; it ends with one message and a non-zero exit
+    (`vlbeam run` exits 3), whatever the other failures."""
+    count = int(values.get("engine_unavailable", 0) or 0)
+    if count:
+        raise EngineUnavailable(
+            f"the engine could not serve: {count} unit(s) failed as EngineUnavailable "
+            "(see failures.message and the worker log); what was done is published"
+        )

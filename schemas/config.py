@@ -71,10 +71,18 @@ class RenderConfig:
         help="helper processes rendering pages and decoding video per worker process, all "
         "feeding its one engine (0 = one per CPU; see transforms/helper_pool.py)",
     )
+    max_inflight_mb: int = flag(
+        256,
+        help="encoded images (pages, video frames) one worker process keeps sent to or queued "
+        "for its engine, in MB, whatever its number of threads (with the engine's request "
+        "bound, 2 x its concurrency or batch size)",
+    )
     min_short_side: int = 28
     extract_text_layer: bool = True
 
     def __post_init__(self) -> None:
+        if self.max_inflight_mb < 1:
+            raise ValueError("max_inflight_mb must be >= 1")
         if self.password_env is not None and not _ENV_NAME.fullmatch(self.password_env):
             raise ValueError(f"not an environment variable name: {self.password_env!r}")
         if self.renderer not in PDF_RENDERERS:

@@ -8,7 +8,13 @@ bounded by the engine's `capacity`, and the helpers run ahead of that by at most
 `PREFETCH_PER_HELPER` items each (a bounded prefetch that overlaps rendering with inference),
 so memory stays flat however long the input. One engine and one helper pool per worker
 process, whatever the number of DoFn instances or threads: the model, the connection pool or
-the managed server loads once, and both are closed when the last instance is torn down.
+the managed server loads once. The registry (`acquire_engine`) creates and closes under one
+lock, keeps an engine `IDLE_GRACE_S` after its last user left (Beam tears down idle bundle
+processors after 60 s), and closes it at exit. What is in flight is bounded per engine, in
+requests and in encoded bytes (`InFlightBound`, `--max-inflight-mb`). A wait for results
+never blocks forever: no result for the engine's `stall_timeout_s` opens its breaker.
+`RunAborted` (not an Exception, so Beam won't tear the bundle down) tears down what the
+bundle started before it propagates.
 
 Output: (PageRef | WindowRef, VLResult) for results that came back, and `failures` (stage
 `render`, `decode` or `inference`).
@@ -16,10 +22,12 @@ Output: (PageRef | WindowRef, VLResult) for results that came back, and `failure
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import dataclasses
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,8 +47,9 @@ from vlbeam.schemas.elements import (
     VLResult,
     WindowFrames,
 )
+from vlbeam.schemas.errors import EngineUnavailable, RunAborted
 from vlbeam.transforms.answers.retry import Answer, better_answer, retry_temperature
-from vlbeam.transforms.backends.engine import Engine, InferenceBackend
+from vlbeam.transforms.backends.engine import Engine, InferenceBackend, InFlightBound
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.document_pages import PageRenderer
 from vlbeam.transforms.grounding import window_request
@@ -52,37 +61,97 @@ from vlbeam.transforms.video_frames import WindowSampler
 
 logger = logging.getLogger(__name__)
 
+WAIT_POLL_S = 10.0  # how often a wait for results looks at the engine (abort, stall)
 
-_ENGINES: dict[str, list] = {}  # this process's engines: key -> [engine, users]
-_ENGINES_LOCK = threading.Lock()
+# How long an engine nobody uses stays up: longer than Beam's teardown of bundle processors
+# idle for 60 s, so a pause between bundles doesn't reload a model or cold-start a server
+# (minutes) mid-job. The end of an in-process run (`close_idle_engines`) and the process's
+# exit (atexit) close it sooner.
+IDLE_GRACE_S = 600.0
+
+
+@dataclass(eq=False)
+class _Held:
+    engine: object
+    users: int = 0
+    timer: threading.Timer | None = None
+
+
+_ENGINES: dict[str, _Held] = {}  # this process's engines (and helper pools) by key
+# Held while an engine is created or closed: an acquire during a close waits for it and gets a
+# fresh engine, never the one being stopped, and two copies (two models, two servers on one
+# GPU) never run at once.
+_ENGINES_LOCK = threading.RLock()
 
 
 def acquire_engine(key: str, create: Callable[[], Engine]) -> tuple[Engine, bool]:
     """This process's engine for `key`, created on first use: (engine, created here).
 
-    Like Beam's `Shared`, plus a count of users, so the last one to leave closes the engine
-    (stops a managed server, frees a model) at teardown instead of at process exit."""
+    Like Beam's `Shared`, plus a count of users: when the last one leaves, the engine is
+    closed after `IDLE_GRACE_S` unless someone takes it again meanwhile."""
     with _ENGINES_LOCK:
         held = _ENGINES.get(key)
+        created = held is None
         if held is None:
-            held = _ENGINES[key] = [create(), 0]
-            created = True
-        else:
-            created = False
-        held[1] += 1
-        return held[0], created
+            held = _ENGINES[key] = _Held(create())
+        elif held.timer is not None:
+            held.timer.cancel()
+            held.timer = None
+        held.users += 1
+        return held.engine, created
 
 
-def release_engine(key: str) -> None:
+def release_engine(key: str, grace_s: float | None = None) -> None:
+    """One user fewer; with none left, close the engine after `grace_s` (default
+    `IDLE_GRACE_S`; 0: now). The close runs under the registry's lock."""
+    grace = IDLE_GRACE_S if grace_s is None else grace_s
     with _ENGINES_LOCK:
         held = _ENGINES.get(key)
         if held is None:
             return
-        held[1] -= 1
-        if held[1] > 0:
+        held.users -= 1
+        if held.users > 0:
             return
-        del _ENGINES[key]
-    held[0].close()
+        if grace <= 0:
+            _close(key, held)
+            return
+        held.timer = threading.Timer(grace, _close_if_idle, args=(key, held))
+        held.timer.daemon = True
+        held.timer.start()
+
+
+def _close_if_idle(key: str, held: _Held) -> None:
+    with _ENGINES_LOCK:
+        if _ENGINES.get(key) is held and held.users == 0:
+            _close(key, held)
+
+
+def _close(key: str, held: _Held) -> None:
+    """Under the lock: forget and close one engine (its errors logged, never raised)."""
+    del _ENGINES[key]
+    if held.timer is not None:
+        held.timer.cancel()
+    try:
+        held.engine.close()
+    except Exception:
+        logger.exception("closing engine %s failed", key)
+
+
+def close_idle_engines() -> None:
+    """Close every engine nobody uses now (the end of an in-process run; at exit, all)."""
+    with _ENGINES_LOCK:
+        for key, held in list(_ENGINES.items()):
+            if held.users == 0:
+                _close(key, held)
+
+
+def _close_all_engines() -> None:
+    with _ENGINES_LOCK:
+        for key, held in list(_ENGINES.items()):
+            _close(key, held)
+
+
+atexit.register(_close_all_engines)
 
 
 @dataclass(frozen=True)
@@ -161,7 +230,9 @@ class _InferUnits(beam.DoFn):
 
         def create() -> Engine:
             logger.info("loading %s engine for %s", self._backend.backend, self._backend.model_name)
-            return self._backend.create_engine()
+            engine = self._backend.create_engine()
+            max_bytes = self._render.max_inflight_mb * 1024 * 1024
+            return InFlightBound(engine, max_requests=engine.capacity, max_bytes=max_bytes)
 
         def create_pool() -> HelperPool:
             workers = resolve_workers(self._render.workers)
@@ -174,6 +245,9 @@ class _InferUnits(beam.DoFn):
         self._pending = {}
 
     def teardown(self) -> None:
+        for future in self._pending:  # abandoned: not sent, or its answer not waited for
+            future.cancel()
+        self._pending = {}
         if self._engine is not None:
             self._engine = None
             release_engine(self._key)
@@ -204,6 +278,13 @@ class _InferUnits(beam.DoFn):
             yield window_request(item, self._grounding_prompt)
 
     def process(self, unit):
+        try:
+            yield from self._process(unit)
+        except RunAborted:  # Beam catches only Exception: tear down what this bundle started
+            self.teardown()
+            raise
+
+    def _process(self, unit):
         if self._loaded_here:  # counted here: metrics from setup() are not reported
             Metrics.counter(NAMESPACE, "model_loads").inc()
             self._loaded_here = False
@@ -230,6 +311,13 @@ class _InferUnits(beam.DoFn):
         self._pending[self._engine.submit(entry.request)] = entry
 
     def finish_bundle(self):
+        try:
+            yield from self._finish_bundle()
+        except RunAborted:
+            self.teardown()
+            raise
+
+    def _finish_bundle(self):
         for made in self._feed.drain():  # the units still being rendered or decoded
             yield from _windowed(self._infer(made))
         self._engine.flush()
@@ -243,20 +331,46 @@ class _InferUnits(beam.DoFn):
         """Emit finished results; with `keep`, first wait until at most `keep` are pending
         (`drain`: the end of the bundle, so retries sent meanwhile must not wait for a batch)."""
         if keep is not None:
+            stall = getattr(self._engine, "stall_timeout_s", None)
+            since = time.monotonic()
             while len(self._pending) > keep:
                 if drain:
                     self._engine.flush()
                 done, _ = concurrent.futures.wait(
-                    self._pending, return_when=concurrent.futures.FIRST_COMPLETED
+                    self._pending,
+                    timeout=min(WAIT_POLL_S, stall or WAIT_POLL_S),
+                    return_when=concurrent.futures.FIRST_COMPLETED,
                 )
-                yield from self._emit(done)
+                if done:
+                    since = time.monotonic()
+                    yield from self._emit(done)
+                    continue
+                self._engine.check()  # e.g. another thread's requests all rejected: stop
+                if stall is not None and time.monotonic() - since > stall:
+                    yield from self._give_up(stall)
         yield from self._emit([f for f in self._pending if f.done()])
+
+    def _give_up(self, stall: float):
+        """No result at all for `stall` s: the engine is stuck. Open its breaker and fail what
+        this instance waits for (a hung generate must not hold the bundle forever)."""
+        reason = f"no result from the {self._backend.backend} engine for {stall:g} s"
+        getattr(self._engine, "trip", lambda _r: None)(reason)
+        for future, entry in list(self._pending.items()):
+            future.cancel()
+            del self._pending[future]
+            Metrics.counter(NAMESPACE, "engine_unavailable").inc()
+            yield dead_letter(entry.key.failure("inference", "EngineUnavailable", reason))
 
     def _emit(self, done):
         for future in done:
             entry = self._pending.pop(future)
-            result = future.result()
+            if future.cancelled():
+                result = VLResult.failed(EngineUnavailable("the request was cancelled"))
+            else:
+                result = future.result()
             self._engine.check()  # e.g. every API request rejected: stop the run
+            if result.error_type == EngineUnavailable.__name__:  # the breaker is open
+                Metrics.counter(NAMESPACE, "engine_unavailable").inc()
             if not result.ok and entry.best is not None:
                 result = dataclasses.replace(entry.best[1], retries=entry.attempt)
             elif result.ok and self._policy.retry_degenerate and isinstance(entry.key, PageRef):

@@ -217,7 +217,8 @@ def test_model_loads_once_per_process_and_is_counted(tmp_path, capsys):
 
 def test_one_engine_per_process_shared_by_every_thread_and_closed_by_the_last():
     """The one registry of engines (a managed server's engine owns its servers): eight DoFn
-    instances setting up at once get one engine, created once; the last to leave closes it."""
+    instances setting up at once get one engine, created once; the last to leave closes it
+(with no grace period)."""
     from vlbeam.transforms.inference import acquire_engine, release_engine
 
     class Closing:
@@ -247,8 +248,8 @@ def test_one_engine_per_process_shared_by_every_thread_and_closed_by_the_last():
     for _ in range(7):
         release_engine(key)
     assert not made[0].closed
-    release_engine(key)
+    release_engine(key, grace_s=0)  # no grace: closed now (see test_engine_lifetime)
     assert made[0].closed
     again, created = acquire_engine(key, create)  # after the last left: a new engine
     assert created and again is not made[0]
-    release_engine(key)
+    release_engine(key, grace_s=0)

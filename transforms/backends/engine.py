@@ -370,3 +370,81 @@ def _resolve(future: Future, result: VLResult) -> None:
 def _fail(futures: Sequence[Future], reason: str | None) -> None:
     for future in futures:
         _resolve(future, VLResult.failed(EngineUnavailable(reason or "engine unavailable")))
+
+
+class InFlightBound:
+    """One engine behind a bound on what is in flight in it, whoever submits: at most
+    `max_requests` requests and `max_bytes` encoded image bytes sent or queued (a request
+    larger than the byte bound alone still goes, once nothing else is in flight). One per
+    engine, so K harness threads sharing it hold at most the bound, not K times it.
+
+    `submit` blocks until there is room (flushing the engine first, so a batching engine
+    starts what it has); every other attribute is the engine's."""
+
+    def __init__(self, engine: Engine, *, max_requests: int, max_bytes: int | None) -> None:
+        if max_requests < 1:
+            raise ValueError("max_requests must be >= 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be positive (or None: no byte bound)")
+        self.engine = engine
+        self._max_requests = max_requests
+        self._max_bytes = max_bytes
+        self._requests = 0
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+    @property
+    def capacity(self) -> int:
+        return self.engine.capacity
+
+    @property
+    def in_flight(self) -> tuple[int, int]:
+        """(requests, encoded bytes) in flight now."""
+        with self._cond:
+            return self._requests, self._bytes
+
+    def _room(self, size: int) -> bool:
+        if self._requests == 0:
+            return True
+        if self._requests >= self._max_requests:
+            return False
+        return self._max_bytes is None or self._bytes + size <= self._max_bytes
+
+    def submit(self, request: VLRequest) -> Future[VLResult]:
+        size = request_bytes(request)
+        with self._cond:
+            while not self._room(size):
+                self._cond.release()
+                try:
+                    self.engine.flush()  # a batch waiting for company would never free room
+                finally:
+                    self._cond.acquire()
+                if not self._room(size):
+                    self._cond.wait(timeout=1.0)
+            self._requests += 1
+            self._bytes += size
+        try:
+            future = self.engine.submit(request)
+        except BaseException:
+            self._done(size)
+            raise
+        future.add_done_callback(lambda _f: self._done(size))
+        return future
+
+    def _done(self, size: int) -> None:
+        with self._cond:
+            self._requests -= 1
+            self._bytes -= size
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        self.engine.flush()
+
+    def check(self) -> None:
+        self.engine.check()
+
+    def close(self) -> None:
+        self.engine.close()
