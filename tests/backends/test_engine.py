@@ -217,8 +217,8 @@ def test_model_loads_once_per_process_and_is_counted(tmp_path, capsys):
 
 def test_one_engine_per_process_shared_by_every_thread_and_closed_by_the_last():
     """The one registry of engines (a managed server's engine owns its servers): eight DoFn
-    instances setting up at once get one engine, created once; the last to leave closes it
-(with no grace period)."""
+        instances setting up at once get one engine, created once; the last to leave closes it
+    (with no grace period)."""
     from vlbeam.transforms.inference import acquire_engine, release_engine
 
     class Closing:

@@ -6,18 +6,30 @@ keeps the current document open across pages. Every call has a time bound; a
 child that runs past it, or dies (for example on its address-space limit), is
 killed and replaced, and the call raises `RenderTimeout` / `RendererCrashed`.
 Only encoded image bytes come back, never arrays.
+
+The helper dies with its parent and takes its own children (`pdftoppm`) with it: it runs in
+its own process group (killed as a whole on a timeout or at close), and it asks the kernel for
+a parent-death signal (Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)`), as do the processes it
+starts. That is one libc call: made through ctypes, since no maintained library wraps just it
+(python-prctl needs a compiler and libcap headers for this one constant). The signal follows
+the *thread* that started the process, so helpers are started from one long-lived thread
+(`_spawn`), never from a Beam thread that may be reaped while its helper works.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
 import logging
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 from vlbeam.schemas.config import RenderConfig
@@ -59,6 +71,44 @@ def _read_msg(fd: int, deadline: float | None = None):
     return pickle.loads(_read_exact(fd, size, deadline))
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send `sig` to this process when its parent (thread) exits. False
+    where that can't be done (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+_SPAWNER: concurrent.futures.ThreadPoolExecutor | None = None
+_SPAWNER_PID: int | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawn(argv: list[str], **kwargs) -> subprocess.Popen:
+    """Popen from this process's one spawning thread (lives as long as the process), so a
+    helper's parent-death signal fires when the process dies, not when a worker thread
+    that happened to start it is reaped."""
+    global _SPAWNER, _SPAWNER_PID
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None or os.getpid() != _SPAWNER_PID:
+            _SPAWNER = concurrent.futures.ThreadPoolExecutor(1, "vlbeam-helper-spawner")
+            _SPAWNER_PID = os.getpid()
+        spawner = _SPAWNER
+    return spawner.submit(subprocess.Popen, argv, **kwargs).result()
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 class HelperProcess:
     """Parent-side handle on the helper process (one per DoFn instance)."""
 
@@ -69,17 +119,21 @@ class HelperProcess:
 
     def _start(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen(
+            if self._proc is not None:
+                _kill_group(self._proc.pid)  # what the dead helper started
+            self._proc = _spawn(
                 [
                     sys.executable,
                     "-m",
                     "vlbeam.transforms.media.helper_process",
                     str(self._max_memory_mb),
+                    str(os.getpid()),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=None,
                 close_fds=True,
+                start_new_session=True,  # its own process group: it and its children die together
             )
             self._open_doc = None
         return self._proc
@@ -90,10 +144,17 @@ class HelperProcess:
         return self._proc.pid if self._proc is not None else None
 
     def close(self) -> None:
+        """Kill the helper and everything it started (its process group)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        if proc is not None:
+            _kill_group(proc.pid)
+            with contextlib.suppress(OSError):
+                proc.kill()
             proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    if stream:
+                        stream.close()
         self._open_doc = None
 
     def _call(self, request: dict, timeout_s: float, what: str):
@@ -301,8 +362,22 @@ def _handle(state: _ChildState, request: dict):
     raise RuntimeError(f"unknown op {request['op']!r}")
 
 
-def _child_main(max_memory_mb: int) -> None:
+class _DyingPopen(subprocess.Popen):
+    """In the helper only (one thread, so `preexec_fn` is safe): every process it starts
+    (pdf2image's `pdftoppm`) dies with it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("preexec_fn", die_with_parent)
+        super().__init__(*args, **kwargs)
+
+
+def _child_main(max_memory_mb: int, parent: int | None = None) -> None:
     import resource
+
+    die_with_parent()
+    if parent is not None and os.getppid() != parent:
+        return  # the parent died before the signal was asked for
+    subprocess.Popen = _DyingPopen  # before pdf2image imports it
 
     limit = max_memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -329,4 +404,4 @@ def _child_main(max_memory_mb: int) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(int(sys.argv[1]))
+    _child_main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)
