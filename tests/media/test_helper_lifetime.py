@@ -4,6 +4,7 @@ along, even one that is stuck and would never read the end of its pipe)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -66,7 +67,5 @@ def test_a_stuck_helper_dies_with_its_killed_parent():
         assert _gone(helper_pid, 5), "the helper outlived its parent"
     finally:
         parent.kill()
-        try:
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
             os.kill(helper_pid, signal.SIGKILL)
-        except (ProcessLookupError, UnboundLocalError):
-            pass

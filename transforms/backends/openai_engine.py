@@ -357,13 +357,15 @@ class ApiEngine:
                     delay = max(delay, min(last.after, self.cfg.backoff_max_s))
                 await asyncio.sleep(delay)
                 self._refuse()
-            restarts = self._server.restarts if self._server is not None else 0
             # a suspect (in flight at a crash) goes alone: a second crash is its own
             slot = self._slots.exclusive() if crashes else self._slots.shared()
             try:
                 async with slot:
                     self._refuse()
                     await self._limiter.wait()
+                    # sent only to a server that is up: a request sent while another one's
+                    # crash is being dealt with was not in flight at that crash
+                    restarts = await self._server_up()
                     return await self._attempt(body, stream)
             except _Retry as exc:
                 last = exc
@@ -385,6 +387,27 @@ class ApiEngine:
             f"gave up after {self.cfg.max_attempts} attempts: {last}", status=last.status
         )
 
+    async def _server_up(self) -> int:
+        """Wait until the managed server (if any) is up; its restart count, to tell later
+        whether it died under the request about to be sent."""
+        server = self._server
+        if server is None:
+            return 0
+        if not server.ready():
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, server.ensure_running)
+            except Exception as exc:
+                self.trip(self._clean(f"the {server.label} server can't serve: {exc}"))
+                raise EngineUnavailable(self._broken or "engine unavailable") from None
+            self._follow(server)
+        return server.restarts
+
+    def _follow(self, server) -> None:
+        """A restart may have moved the server to another port."""
+        base_url = server.base_url
+        if base_url.rstrip("/") != self.cfg.base_url.rstrip("/"):
+            self.cfg = dataclasses.replace(self.cfg, base_url=base_url)
+
     async def _server_crashed(self, restarts_before: int, *, hung: bool) -> bool:
         """After a connection error or a timeout: have the managed server recover (restart if
         it died or hangs; blocking, so off the event loop). True when it was restarted since
@@ -399,9 +422,7 @@ class ApiEngine:
         except Exception as exc:  # restarts exhausted, or it won't come up: the breaker opens
             self.trip(self._clean(f"the {server.label} server can't serve: {exc}"))
             raise EngineUnavailable(self._broken or "engine unavailable") from None
-        base_url = server.base_url
-        if base_url.rstrip("/") != self.cfg.base_url.rstrip("/"):
-            self.cfg = dataclasses.replace(self.cfg, base_url=base_url)
+        self._follow(server)
         return restarted
 
     async def _attempt(self, body: dict, stream: bool) -> ApiAnswer:
