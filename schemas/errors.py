@@ -2,8 +2,8 @@
 
 `failures.error_type` is a data contract: it is the class name (or, for HTTP and helper-process
 errors, the name given below), so renaming a class here changes warehouse data. The set is
-pinned by tests/schemas/test_errors_contract.py and listed in the README. Python's own exception names
-(e.g. `MemoryError` from a model call) can also appear, for failures nobody foresaw.
+pinned by tests/schemas/test_errors_contract.py and listed in the README. Python's own exception
+names (e.g. `MemoryError` from a model call) can also appear, for failures nobody foresaw.
 """
 
 from __future__ import annotations
