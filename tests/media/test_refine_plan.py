@@ -96,10 +96,8 @@ def test_merged_queries_of_near_candidates_are_both_kept():
 def test_spans_are_clamped_to_the_videos_ends():
     cfg = config(margin=4.0)
     duration = 250.3
-    windows = plan_refine_windows(
-        SOURCE, duration, [answer(0, 0, 100, (1, 1.0, 2.0)), answer(2, 196, 250.3, (1, 249.0, 250.3))],
-        cfg,
-    )  # fmt: skip
+    answers = [answer(0, 0, 100, (1, 1.0, 2.0)), answer(2, 196, 250.3, (1, 249.0, 250.3))]
+    windows = plan_refine_windows(SOURCE, duration, answers, cfg)
     assert spans(windows) == [(0.0, 6.0), (245.0, 250.3)]
     assert all(0 <= w.start_s < w.end_s <= duration for w in windows)
 
@@ -163,7 +161,7 @@ def test_the_coarse_pass_cuts_long_windows_and_the_dense_strategy_is_unchanged()
     coarse = plan_video_windows(SOURCE, 250.0, cfg)
     assert spans(coarse) == [(0.0, 100.0), (98.0, 198.0), (196.0, 250.0)]
     assert {w.grounding_pass.name for w in coarse} == {"coarse"}
-    assert "coarse window 1 (98.0-198.0 s)" == coarse[1].describe()
+    assert coarse[1].describe() == "coarse window 1 (98.0-198.0 s)"
     dense = VideoConfig(window_s=20.0, overlap_s=2.0)
     assert plan_video_windows(SOURCE, 250.0, dense) == plan_windows(SOURCE, 250.0, dense)
     assert plan_video_windows(SOURCE, 250.0, cfg.dense()) == plan_windows(SOURCE, 250.0, cfg)

@@ -126,7 +126,11 @@ ARGVS = {
     "undocumented_body": ["--provider=vercel", '--extra-body={"nope": 1}'],
     "no_video": ["--provider=openrouter", "--native-video"],
     "bad_policy": ["--retry-degenerate=9"],
-    "bad_margin": ["--grounding-strategy=coarse-to-fine", "--coarse-fps=0.5", "--refine-margin-s=1"],
+    "bad_margin": [
+        "--grounding-strategy=coarse-to-fine",
+        "--coarse-fps=0.5",
+        "--refine-margin-s=1",
+    ],
 }
 
 
