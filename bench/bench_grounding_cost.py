@@ -21,7 +21,7 @@ per event the span found by each strategy, its IoU with the truth, and whether c
 found what dense found within one frame step; then the checks of issue #24's "done when".
 Wall times are context only (a shared 2-core machine); frames, calls and tokens are exact.
 
-    ./py bench/bench_grounding_cost.py                    # about 5-10 minutes on 2 cores
+    ./py bench/bench_grounding_cost.py                    # about 3 minutes on 2 cores
     ./py bench/bench_grounding_cost.py --duration-s 900   # a quick 15-minute version
     ./py bench/bench_grounding_cost.py --out /tmp/g.json --workdir /tmp/g
 
