@@ -69,6 +69,7 @@ class PlanRefine(beam.DoFn):
         self._dense = Metrics.counter(NAMESPACE, "video_frames_dense_planned")
         self._unread = Metrics.counter(NAMESPACE, "coarse_windows_unread")
         self._refine = Metrics.counter(NAMESPACE, "refine_windows_planned")
+        self._answered = Metrics.counter(NAMESPACE, "video_windows_ok")  # as refine ones are
 
     def process(self, grouped):
         _, parts = grouped
@@ -85,6 +86,7 @@ class PlanRefine(beam.DoFn):
                 self._unread.inc()
             if ref is not None:
                 count_usage(result)
+                self._answered.inc()
                 found = candidate_queries(answer, self._queries)
                 yield beam.pvalue.TaggedOutput(ROWS_TAG, window_row(ref, result, self._prov, found))
                 yield beam.pvalue.TaggedOutput(OK_TAG, ref.source_uri)

@@ -135,6 +135,7 @@ def test_coarse_to_fine_finds_what_dense_finds_for_a_fraction_of_the_frames(dens
     assert docs == {"events.mp4": "ok", "nothing.mp4": "ok"}
     assert read_table(out, "failures") == []
     assert "  model loads: 1 (one per worker process)" in summary  # one engine, both passes
+    assert "  video:     9 windows grounded of 9 decoded (132 frames)" in summary
     assert (
         f"  passes:    coarse {coarse_frames} frames (6 calls), refine {refine_frames} frames "
         f"(3 calls): {coarse_frames + refine_frames} frames sent where dense would send "
