@@ -79,6 +79,11 @@ class JobConfig:
     grounding_prompt_file: str | None = flag(
         None, help="text file replacing the built-in grounding prompt ({queries} is filled in)"
     )
+    coarse_prompt_file: str | None = flag(
+        None,
+        help="text file replacing the built-in prompt of the coarse pass of "
+        "--grounding-strategy coarse-to-fine ({queries} is filled in)",
+    )
     no_preflight: bool = flag(
         False, help="skip the one-token request that checks the key before the run"
     )

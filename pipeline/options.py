@@ -27,7 +27,7 @@ from vlbeam.transforms.backends.server_spec import ServerSpec, size_model_len
 from vlbeam.transforms.backends.tiny_model import resolve_model_path
 from vlbeam.transforms.media.pdf_passwords import check_password_sources
 from vlbeam.transforms.media.video_decode import SamplingConfig
-from vlbeam.transforms.media.work_units import VideoConfig
+from vlbeam.transforms.media.work_units import GroundingStrategy, VideoConfig
 
 __all__ = ["VlbeamOptions", "parse_tasks", "refuse_unknown_flags", "unknown_flags"]
 
@@ -38,7 +38,7 @@ SECTIONS = (
     ("job", (JobConfig,)),
     ("model", (ModelConfig,)),
     ("documents", (PagePolicy, RenderConfig)),
-    ("video", (VideoConfig, SamplingConfig)),
+    ("video", (VideoConfig, SamplingConfig, GroundingStrategy)),
     ("managed inference servers (--backend vllm|sglang)", (ServerSpec,)),
     ("HTTP API backend (--backend openai)", (ApiConfig, ApiRouting)),
 )
@@ -106,7 +106,12 @@ def server_api_config(opts: VlbeamOptions) -> ApiConfig:
 
 
 def video_config(opts: VlbeamOptions) -> VideoConfig:
-    return from_flags(VideoConfig, opts, sampling=from_flags(SamplingConfig, opts))
+    return from_flags(
+        VideoConfig,
+        opts,
+        sampling=from_flags(SamplingConfig, opts),
+        strategy=from_flags(GroundingStrategy, opts),
+    )
 
 
 def render_config(opts: VlbeamOptions) -> RenderConfig:

@@ -43,6 +43,7 @@ def ocr_prompt(path: str | None) -> Prompt:
 
 GROUNDING_QUERY_PROMPT_ID = "grounding_query_v1"
 TIMELINE_PROMPT_ID = "timeline_v1"
+COARSE_QUERY_PROMPT_ID = "coarse_query_v1"
 
 
 def grounding_prompt(path: str | None, queries: list[str]) -> Prompt:
@@ -52,6 +53,17 @@ def grounding_prompt(path: str | None, queries: list[str]) -> Prompt:
         template = prompt_from_file(path)
     else:
         template = builtin_prompt(GROUNDING_QUERY_PROMPT_ID if queries else TIMELINE_PROMPT_ID)
+    return _with_queries(template, queries)
+
+
+def coarse_prompt(path: str | None, queries: list[str]) -> Prompt:
+    """The coarse pass's prompt (--grounding-strategy coarse-to-fine): asks, per numbered
+    query, for every moment that may match (recall first). A prompt file replaces it."""
+    template = prompt_from_file(path) if path else builtin_prompt(COARSE_QUERY_PROMPT_ID)
+    return _with_queries(template, queries)
+
+
+def _with_queries(template: Prompt, queries: list[str]) -> Prompt:
     numbered = "\n".join(f"{i}. {q}" for i, q in enumerate(queries, 1))
     text = template.text
     if queries and "{queries}" not in text:  # a custom prompt must still name the queries

@@ -25,17 +25,19 @@ from vlbeam.pipeline.options import (
     server_spec,
     video_config,
 )
-from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
+from vlbeam.pipeline.prompts import coarse_prompt, grounding_prompt, ocr_prompt, read_queries
 from vlbeam.pipeline.summary import counters, format_summary
 from vlbeam.schemas import TABLES
-from vlbeam.schemas.elements import PageRef, Provenance
+from vlbeam.schemas.elements import PageRef, Provenance, VideoWindow
 from vlbeam.schemas.errors import EngineUnavailable
 from vlbeam.schemas.ids import new_run_id
 from vlbeam.transforms.backends.engine import InferenceBackend
+from vlbeam.transforms.coarse_to_fine import RefineFromCoarse
 from vlbeam.transforms.documents import SummarizeDocuments
 from vlbeam.transforms.grounding import GroundVideo
 from vlbeam.transforms.inference import InferUnits, close_idle_engines
 from vlbeam.transforms.ingest import IngestFiles
+from vlbeam.transforms.media.work_units import VideoConfig
 from vlbeam.transforms.ocr import ToPageRows
 from vlbeam.transforms.plan import PlanWork
 from vlbeam.transforms.write import WriteTable
@@ -58,7 +60,8 @@ def build_pipeline(
     ocr_p = ocr_prompt(opts.ocr_prompt_file)
     queries = read_queries(opts.query, opts.queries_file)
     ground_p = grounding_prompt(opts.grounding_prompt_file, queries)
-    video_cfg, render_cfg = video_config(opts), render_config(opts)
+    video_cfg, render_cfg = grounding_video_config(video_config(opts), queries), render_config(opts)
+    coarse_p = coarse_prompt(opts.coarse_prompt_file, queries)
     page_prov = Provenance(model, backend.backend, ocr_p.prompt_id, run_id, backend.provider)
     video_prov = Provenance(model, backend.backend, ground_p.prompt_id, run_id, backend.provider)
     staged = staging_dir(opts.output, run_id)
@@ -75,27 +78,36 @@ def build_pipeline(
     to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
     planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
     policy = page_policy(opts)
-    inferred = planned["units"] | "Infer" >> InferUnits(
-        backend, render_cfg, video_cfg, ocr_p, ground_p, policy
-    )
+    infer = InferUnits(backend, render_cfg, video_cfg, ocr_p, ground_p, policy, coarse_p)
+    inferred = planned["units"] | "Infer" >> infer
     page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
         lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
     )
     page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov, policy))
+    coarse_prov = Provenance(model, backend.backend, coarse_p.prompt_id, run_id, backend.provider)
+    if video_cfg.strategy.coarse_to_fine:
+        window_results, coarse = refine_pass(
+            planned["units"], window_results, infer, (coarse_prov, queries, video_cfg)
+        )
     grounded = window_results | "Grounding" >> GroundVideo(
         video_prov, queries, gap_s=1.0 / video_cfg.sampling.fps
     )
+    window_rows, ok_windows = [grounded["windows"]], [grounded["ok"]]
+    unit_failures = [inferred["failures"], grounded["failures"]]
+    if video_cfg.strategy.coarse_to_fine:
+        window_rows.append(coarse["windows"])
+        ok_windows.append(coarse["ok"])
+        unit_failures.append(coarse["failures"])
 
     failures = (
         ingest["failures"],
         planned["failures"],
-        inferred["failures"],
-        grounded["failures"],
+        *unit_failures,
     ) | "AllFailures" >> beam.Flatten()
     facts = (planned["facts"], ingest["skipped"]) | "AllFacts" >> beam.Flatten()
     ok_units = (
         page_rows | "OkPages" >> beam.Map(lambda row: row["source_uri"]),
-        grounded["ok"],
+        *ok_windows,
     ) | "AllOkUnits" >> beam.Flatten()
     provenance = {
         "pdf": vars_of(page_prov),
@@ -108,9 +120,33 @@ def build_pipeline(
 
     write(documents, "documents")
     write(page_rows, "pages")
-    write(grounded["windows"], "video_windows")
+    write(window_rows | "AllWindowRows" >> beam.Flatten(), "video_windows")
     write(grounded["events"], "video_events")
     write(failures | "FailureRows" >> beam.Map(lambda f: f.to_row(run_id)), "failures")
+
+
+def grounding_video_config(cfg: VideoConfig, queries: list[str]) -> VideoConfig:
+    """The video config the job runs with: the event timeline (no queries) stays dense."""
+    if cfg.strategy.coarse_to_fine and not queries:
+        logger.warning(
+            "--grounding-strategy coarse-to-fine grounds queries (--query, --queries-file); "
+            "without any, the event timeline is grounded densely"
+        )
+        return cfg.dense()
+    return cfg
+
+
+def refine_pass(units, coarse_results, infer: InferUnits, plan_args: tuple):
+    """Coarse-to-fine: the coarse pass's answers → refine windows → the same inference
+    stage again (sharing its engine: one per worker process). Returns (the refine pass's
+    (WindowRef, VLResult), dict of the coarse pass's `windows` rows, `ok` uris and the refine
+    pass's `failures`)."""
+    coarse_windows = units | "CoarseWindows" >> beam.Filter(
+        lambda unit: isinstance(unit, VideoWindow) and unit.grounding_pass.name == "coarse"
+    )
+    planned = (coarse_windows, coarse_results) | "PlanRefine" >> RefineFromCoarse(*plan_args)
+    refined = planned["units"] | "InferRefine" >> InferUnits.sharing(infer)
+    return refined["results"], {**planned, "failures": refined["failures"]}
 
 
 def done_documents(p: beam.Pipeline, output: str, model: str, backend: str):

@@ -35,6 +35,9 @@ def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: s
         f"  failures:  {values.get('failures', 0)}",
         f"  model loads: {values.get('model_loads', 0)} (one per worker process)",
     ]
+    passes = pass_line(values)
+    if passes:
+        lines.insert(4, passes)
     if values.get("model_batches"):
         mean = values["model_batch_requests"] / values["model_batches"]
         lines.insert(-1, f"  batches:   {values['model_batches']} (mean size {mean:.2f})")
@@ -72,3 +75,22 @@ def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: s
     )
     lines += [f"    {stage_and_type}: {n}" for stage_and_type, n in by_type]
     return "\n".join(lines)
+
+
+def pass_line(values: dict[str, int]) -> str | None:
+    """Coarse-to-fine grounding: frames and calls per pass against what a dense pass would
+    have sent (None when no window of the coarse pass was sent)."""
+    if not values.get("video_calls.coarse"):
+        return None
+    parts = [
+        f"{name} {values.get(f'video_frames.{name}', 0):,} frames "
+        f"({values.get(f'video_calls.{name}', 0):,} calls)"
+        for name in ("coarse", "refine")
+    ]
+    sent = values.get("video_frames.coarse", 0) + values.get("video_frames.refine", 0)
+    dense = values.get("video_frames_dense_planned", 0)
+    share = f" ({sent / dense:.1%})" if dense else ""
+    return (
+        f"  passes:    {', '.join(parts)}: {sent:,} frames sent where dense would send "
+        f"{dense:,}{share}"
+    )

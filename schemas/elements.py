@@ -70,6 +70,35 @@ class PageRef:
         return Failure(self.source_uri, self.doc_id, stage, error_type, message, self.page_number)
 
 
+GROUNDING_PASSES = ("dense", "coarse", "refine")
+
+
+@dataclass(frozen=True)
+class WindowPass:
+    """Which grounding pass a window belongs to (`--grounding-strategy`): `dense` (every
+    window of the video, as planned up front), `coarse` (a long, sparsely sampled window that
+    looks for candidates) or `refine` (a dense window planned around candidates, with the
+    coarse windows that led to it and the queries, 1-based, it was planned for; none: all,
+    as after a coarse answer that could not be read)."""
+
+    name: str = "dense"
+    coarse_indexes: tuple[int, ...] = ()
+    query_numbers: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.name not in GROUNDING_PASSES:
+            raise ValueError(f"grounding pass must be one of {GROUNDING_PASSES}, not {self.name!r}")
+        if (self.coarse_indexes or self.query_numbers) and self.name != "refine":
+            raise ValueError("only a refine window has coarse windows and queries it came from")
+
+    def wants(self, query_number: int | None) -> bool:
+        """Whether a span of this query counts from a window of this pass."""
+        return not self.query_numbers or query_number in self.query_numbers
+
+
+DENSE = WindowPass()
+
+
 @dataclass(frozen=True)
 class VideoWindow:
     """A unit of video work: the time range [start_s, end_s) of one video."""
@@ -79,13 +108,15 @@ class VideoWindow:
     start_s: float
     end_s: float
     duration_s: float
+    grounding_pass: WindowPass = DENSE
 
     def __post_init__(self) -> None:
         if self.index < 0 or not 0 <= self.start_s < self.end_s <= self.duration_s + 1e-6:
             raise ValueError(f"bad window {self.index}: {self.start_s}..{self.end_s}")
 
     def describe(self) -> str:
-        return f"window {self.index} ({self.start_s:.1f}-{self.end_s:.1f} s)"
+        kind = "" if self.grounding_pass.name == "dense" else f"{self.grounding_pass.name} "
+        return f"{kind}window {self.index} ({self.start_s:.1f}-{self.end_s:.1f} s)"
 
 
 @dataclass(frozen=True)
@@ -99,8 +130,11 @@ class WindowRef:
     start_s: float
     end_s: float
     frame_times_s: tuple[float, ...]
+    grounding_pass: WindowPass = DENSE
 
     def failure(self, stage: str, error_type: str, message: str) -> Failure:
+        if self.grounding_pass.name != "dense":  # indexes count per pass: say which
+            message = f"{self.grounding_pass.name} window {self.window_index}: {message}"
         return Failure(self.source_uri, self.doc_id, stage, error_type, message, self.window_index)
 
 

@@ -13,6 +13,8 @@ VIDEO_EVENTS = pa.schema(
         pa.field("end_s", pa.float64(), nullable=False),
         pa.field("description", pa.string(), nullable=True),
         pa.field("window_indexes", list_of(pa.int32()), nullable=False),
+        # coarse-to-fine: the coarse windows that led to the refine windows it came from
+        pa.field("coarse_window_indexes", list_of(pa.int32()), nullable=True),
         pa.field("model", pa.string(), nullable=False),
         pa.field("prompt_id", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),

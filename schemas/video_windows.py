@@ -22,6 +22,13 @@ VIDEO_WINDOWS = pa.schema(
             "quality_flags", list_of(pa.string()), nullable=False
         ),  # repetition, length, empty
         *MODEL_CALL_FIELDS,
+        # dense | coarse | refine (--grounding-strategy); null in files written before it
+        pa.field("grounding_pass", pa.string(), nullable=True),
+        # coarse rows: the queries this window found candidates for (every query when its
+        # answer could not be read); [] says no query may happen here. Null on other passes.
+        pa.field("candidate_queries", list_of(pa.string()), nullable=True),
+        # refine rows: the coarse windows whose candidates led to this window
+        pa.field("coarse_windows", list_of(pa.int32()), nullable=True),
         pa.field("run_id", pa.string(), nullable=False),
     ],
     metadata=table_metadata("video_windows"),

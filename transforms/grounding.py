@@ -36,7 +36,14 @@ def window_request(window: WindowFrames, prompt: Prompt) -> tuple[WindowRef, VLR
     )
 
 
-def window_row(ref: WindowRef, result: VLResult, prov: Provenance) -> dict:
+def window_row(
+    ref: WindowRef,
+    result: VLResult,
+    prov: Provenance,
+    candidate_queries: list[str] | None = None,
+) -> dict:
+    """A `video_windows` row; `candidate_queries` for a coarse window (see the schema)."""
+    refine = ref.grounding_pass.name == "refine"
     return {
         "doc_id": ref.doc_id,
         "source_uri": ref.source_uri,
@@ -51,6 +58,9 @@ def window_row(ref: WindowRef, result: VLResult, prov: Provenance) -> dict:
         "raw_output": result.text,
         "quality_flags": quality_flags(result.text, result.finish_reason, blank=False),
         **model_call_columns(result, prov),
+        "grounding_pass": ref.grounding_pass.name,
+        "candidate_queries": candidate_queries,
+        "coarse_windows": list(ref.grounding_pass.coarse_indexes) if refine else None,
         "run_id": prov.run_id,
     }
 
@@ -73,11 +83,23 @@ def assign_queries(spans: list[Span], queries: list[str]) -> list[tuple[str | No
 
 
 def window_spans(ref: WindowRef, text: str, queries: list[str]) -> list[tuple[str | None, Span]]:
-    """Parse, clamp to the window, and attribute spans to queries."""
-    return assign_queries(clamp_spans(parse_spans(text), ref.start_s, ref.end_s), queries)
+    """Parse, clamp to the window, and attribute spans to queries. A refine window keeps the
+    spans of the queries it was planned for only (a query with no coarse candidate gets no
+    event, whatever a window planned for another query sees)."""
+    spans = assign_queries(clamp_spans(parse_spans(text), ref.start_s, ref.end_s), queries)
+    wanted = ref.grounding_pass.query_numbers
+    if not wanted:
+        return spans
+    kept = {queries[n - 1] for n in wanted if 1 <= n <= len(queries)}
+    return [(query, span) for query, span in spans if query in kept]
 
 
-def event_row(doc: tuple[str, str], merged: MergedSpan, prov: Provenance) -> dict:
+def event_row(
+    doc: tuple[str, str],
+    merged: MergedSpan,
+    prov: Provenance,
+    coarse_windows: list[int] | None = None,
+) -> dict:
     doc_id, uri = doc
     return {
         "doc_id": doc_id,
@@ -87,6 +109,7 @@ def event_row(doc: tuple[str, str], merged: MergedSpan, prov: Provenance) -> dic
         "end_s": merged.end_s,
         "description": merged.description,
         "window_indexes": list(merged.window_indexes),
+        "coarse_window_indexes": coarse_windows,
         "model": prov.model,
         "prompt_id": prov.prompt_id,
         "run_id": prov.run_id,
@@ -121,15 +144,23 @@ class ParseWindows(beam.DoFn):
             return
         self._windows.inc()
         yield beam.pvalue.TaggedOutput(OK_TAG, ref.source_uri)
+        coarse = ref.grounding_pass.coarse_indexes if ref.grounding_pass.name == "refine" else None
         for query, span in spans:
             key = (ref.doc_id, ref.source_uri, query)
-            yield beam.pvalue.TaggedOutput(SPANS_TAG, (key, (ref.window_index, span)))
+            yield beam.pvalue.TaggedOutput(SPANS_TAG, (key, (ref.window_index, span, coarse)))
 
 
 def _merge(grouped, gap_s: float, prov: Provenance):
-    (doc_id, uri, query), spans = grouped
-    for merged in merge_spans(spans, query, gap_s):
-        yield event_row((doc_id, uri), merged, prov)
+    """Merged spans of one (video, query); a refine pass's events also list the coarse
+    windows behind the windows they came from."""
+    (doc_id, uri, query), found = grouped
+    found = list(found)
+    coarse_of = {index: coarse for index, _, coarse in found if coarse is not None}
+    for merged in merge_spans(((index, span) for index, span, _ in found), query, gap_s):
+        coarse = None
+        if coarse_of:
+            coarse = sorted({c for i in merged.window_indexes for c in coarse_of.get(i, ())})
+        yield event_row((doc_id, uri), merged, prov, coarse)
 
 
 class GroundVideo(beam.PTransform):

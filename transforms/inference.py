@@ -209,11 +209,13 @@ class _InferUnits(beam.DoFn):
         ocr_prompt: Prompt,
         grounding_prompt: Prompt,
         policy: PagePolicy = DEFAULT_POLICY,
+        coarse_prompt: Prompt | None = None,
     ) -> None:
         self._backend = backend
         self._policy = policy
         self._render, self._video = render, video
         self._ocr_prompt, self._grounding_prompt = ocr_prompt, grounding_prompt
+        self._coarse_prompt = coarse_prompt or grounding_prompt  # the coarse pass's
         self._key = uuid.uuid4().hex  # pickled along: every instance in a process shares it
         self._engine: Engine | None = None
         self._pool: HelperPool | None = None
@@ -275,7 +277,11 @@ class _InferUnits(beam.DoFn):
         else:
             self._windows_decoded.inc()
             self._frames.inc(len(item.frames))
-            yield window_request(item, self._grounding_prompt)
+            grounding_pass = item.ref.grounding_pass.name
+            Metrics.counter(NAMESPACE, f"video_frames.{grounding_pass}").inc(len(item.frames))
+            Metrics.counter(NAMESPACE, f"video_calls.{grounding_pass}").inc()
+            coarse = grounding_pass == "coarse"
+            yield window_request(item, self._coarse_prompt if coarse else self._grounding_prompt)
 
     def process(self, unit):
         try:
@@ -403,6 +409,16 @@ class InferUnits(beam.PTransform):
         """Arguments: those of `_InferUnits` (backend, render and video configs, prompts)."""
         super().__init__()
         self._fn = _InferUnits(*args, **kwargs)
+
+    @classmethod
+    def sharing(cls, other: InferUnits) -> InferUnits:
+        """The same stage applied again later in the job (the refine pass of coarse-to-fine
+        grounding): its DoFn shares `other`'s engine key, so each worker process keeps one
+        engine (one model load, one server) for both."""
+        twin = cls.__new__(cls)
+        beam.PTransform.__init__(twin)
+        twin._fn = other._fn
+        return twin
 
     def expand(self, units):
         out = units | "RenderDecodeInfer" >> beam.ParDo(self._fn).with_outputs(

@@ -27,7 +27,7 @@ from vlbeam.schemas.elements import (
 from vlbeam.schemas.errors import EmptyWindow
 from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.media.helper_process import HelperProcess
-from vlbeam.transforms.media.work_units import VideoConfig, plan_windows
+from vlbeam.transforms.media.work_units import VideoConfig, plan_video_windows
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +35,10 @@ logger = logging.getLogger(__name__)
 def plan_video(
     helper: HelperProcess, source: SourceFile, cfg: VideoConfig
 ) -> tuple[DocumentFacts, list[VideoWindow]]:
-    """Probe a video (duration, also for files whose header has none) and cut it into windows."""
+    """Probe a video (duration, also for files whose header has none) and cut it into windows
+    (the coarse pass's, under coarse-to-fine)."""
     info = helper.probe_video(source.uri, cfg.timeout_s)
-    return DocumentFacts(source.uri, duration_s=info.duration_s), plan_windows(
+    return DocumentFacts(source.uri, duration_s=info.duration_s), plan_video_windows(
         source, info.duration_s, cfg
     )
 
@@ -59,7 +60,11 @@ class WindowSampler:
         source = window.source
         try:
             frames, errors = helper.sample_video(
-                source.uri, window.start_s, window.end_s, self._cfg.sampling, self._cfg.timeout_s
+                source.uri,
+                window.start_s,
+                window.end_s,
+                self._cfg.sampling_for(window.grounding_pass.name),
+                self._cfg.timeout_s,
             )
             if not frames:
                 raise EmptyWindow(
@@ -89,5 +94,6 @@ class WindowSampler:
             start_s=window.start_s,
             end_s=window.end_s,
             frame_times_s=tuple(round(f.time_s, 6) for f in frames),
+            grounding_pass=window.grounding_pass,
         )
         return WindowFrames(ref=ref, frames=tuple(f.image for f in frames))

@@ -54,6 +54,45 @@ def _sum(table: pa.Table, column: str) -> float | None:
     return value
 
 
+def frames_by_pass(windows: pa.Table) -> dict[str, int]:
+    """Frames sent per grounding pass (`video_windows.num_frames`); rows written before the
+    passes existed count as dense."""
+    if windows.num_rows == 0 or "num_frames" not in windows.column_names:
+        return {}
+    if "grounding_pass" not in windows.column_names:
+        return {"dense": int(pc.sum(windows.column("num_frames")).as_py() or 0)}
+    passes = pc.fill_null(windows.column("grounding_pass"), "dense")
+    grouped = pa.table({"pass": passes, "frames": windows.column("num_frames")})
+    rows = grouped.group_by("pass").aggregate([("frames", "sum")]).to_pylist()
+    return {r["pass"]: int(r["frames_sum"] or 0) for r in rows}
+
+
+def dense_frames_planned(videos: pa.Table, manifest: dict) -> int | None:
+    """The frames a dense pass would have sent for these videos, re-planned from their
+    durations with the run's window and sampling options (None when the options don't
+    make a valid plan)."""
+    from vlbeam.transforms.media.video_decode import SamplingConfig
+    from vlbeam.transforms.media.work_units import VideoConfig, dense_frames
+
+    options = manifest.get("options") or {}
+    defaults = VideoConfig()
+    try:
+        cfg = VideoConfig(
+            window_s=float(options.get("window_seconds") or defaults.window_s),
+            overlap_s=float(options.get("window_overlap_seconds", defaults.overlap_s)),
+            sampling=SamplingConfig(
+                fps=float(options.get("fps") or defaults.sampling.fps),
+                max_frames=int(
+                    options.get("max_frames_per_window") or defaults.sampling.max_frames
+                ),
+            ),
+        )
+    except (TypeError, ValueError):
+        return None
+    durations = [d for d in videos.column("duration_s").to_pylist() if d]
+    return sum(dense_frames(d, cfg) for d in durations)
+
+
 def _distinct(*columns) -> tuple[str, ...]:
     found: dict[str, None] = {}
     for column in columns:
@@ -158,6 +197,8 @@ def collect(run: RunData, limits: ReportLimits | None = None) -> Report:
         else []
     )
     page_kinds = _isin(docs, "kind", PAGE_KINDS)
+    by_pass = frames_by_pass(windows)
+    video_docs_all = docs.filter(_eq(docs, "kind", "video"))
     summary = Summary(
         documents=docs.num_rows,
         documents_by_status=_count(docs, "status"),
@@ -200,7 +241,10 @@ def collect(run: RunData, limits: ReportLimits | None = None) -> Report:
             *(tb.column("provider") for tb in (pages, windows) if "provider" in tb.column_names)
         ),
         max_new_tokens=(manifest.get("options") or {}).get("max_new_tokens"),
-    )
+        frames_by_pass=tuple(sorted(by_pass.items())),
+        dense_frames=dense_frames_planned(video_docs_all, manifest) if "coarse" in by_pass
+        else None,
+    )  # fmt: skip
 
     # suspect tables, each cut to max_rows
     stage_rank = pc.fill_null(
@@ -269,7 +313,8 @@ def collect(run: RunData, limits: ReportLimits | None = None) -> Report:
     video_shown_ids = {d.doc_id for d in shown_videos}
     win_rows: dict[str, list[dict]] = {}
     for row in _rows(windows, _isin(windows, "doc_id", video_shown_ids)):
-        win_rows.setdefault(row["doc_id"], []).append(row)
+        if row.get("grounding_pass") != "coarse":  # the timeline draws the windows grounded
+            win_rows.setdefault(row["doc_id"], []).append(row)
     event_rows: dict[str, list[dict]] = {}
     for row in _rows(events, _isin(events, "doc_id", video_shown_ids)):
         event_rows.setdefault(row["doc_id"], []).append(row)

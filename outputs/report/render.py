@@ -196,6 +196,7 @@ def _cards(s: Summary) -> list[Card]:
         ("windows", "video windows", fmt_int(s.windows_answered),
          f"answered; {s.windows_failed:,} failed; {count_noun(s.events, 'span')}",
          "bad" if s.windows_failed else ""),
+        *_frames_card(s),
         ("failures", "failures", fmt_int(s.failures),
          f"{len(s.failures_by_stage_type)} stage/type pairs", "bad" if s.failures else ""),
         ("tokens", "tokens", fmt_int(s.input_tokens + s.output_tokens),
@@ -206,6 +207,18 @@ def _cards(s: Summary) -> list[Card]:
          "OCR'd pages / wall", ""),
     ]  # fmt: skip
     return [Card(*row) for row in rows]
+
+
+def _frames_card(s) -> list[tuple]:
+    """Video frames sent, per grounding pass, against what a dense pass would have sent."""
+    if not s.frames_by_pass:
+        return []
+    by_pass = dict(s.frames_by_pass)
+    sent = sum(by_pass.values())
+    detail = " · ".join(f"{name} {n:,}" for name, n in s.frames_by_pass)
+    if s.dense_frames:
+        detail += f"; dense would send {s.dense_frames:,} ({sent / s.dense_frames:.1%})"
+    return [("frames", "video frames sent", fmt_int(sent), detail, "")]
 
 
 def _thumb_text(stats: dict) -> str:

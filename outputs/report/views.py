@@ -199,6 +199,9 @@ class Summary:
     served_models: tuple[str, ...]
     providers: tuple[str, ...]
     max_new_tokens: int | None
+    # frames sent per grounding pass, and what a dense pass would have sent (coarse-to-fine)
+    frames_by_pass: tuple[tuple[str, int], ...] = ()
+    dense_frames: int | None = None
 
 
 @dataclass(frozen=True)

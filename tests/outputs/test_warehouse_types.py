@@ -53,13 +53,14 @@ DUCKDB_TYPES = {
         "input_tokens": "INTEGER",
         "output_tokens": "INTEGER", "finish_reason": "VARCHAR", "latency_s": "DOUBLE",
         "provider": "VARCHAR", "served_model": "VARCHAR", "request_id": "VARCHAR",
-        "reasoning": "VARCHAR", "cost_usd": "DOUBLE", "run_id": "VARCHAR",
+        "reasoning": "VARCHAR", "cost_usd": "DOUBLE", "grounding_pass": "VARCHAR",
+        "candidate_queries": "VARCHAR[]", "coarse_windows": "INTEGER[]", "run_id": "VARCHAR",
     },
     "video_events": {
         "doc_id": "VARCHAR", "source_uri": "VARCHAR", "query": "VARCHAR",
         "start_s": "DOUBLE", "end_s": "DOUBLE", "description": "VARCHAR",
-        "window_indexes": "INTEGER[]", "model": "VARCHAR", "prompt_id": "VARCHAR",
-        "run_id": "VARCHAR",
+        "window_indexes": "INTEGER[]", "coarse_window_indexes": "INTEGER[]",
+        "model": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
     },
     "failures": {
         "source_uri": "VARCHAR", "doc_id": "VARCHAR", "stage": "VARCHAR", "unit": "INTEGER",

@@ -5,6 +5,9 @@ lines (or the error it raises).
 
 `tests/fixtures/run_flags.json` was written once from the code before that change
 (`./py -m tests.pipeline.test_flag_snapshot --write`); a difference here is a user-visible change.
+It was rewritten when flags were added (coarse-to-fine grounding: --grounding-strategy,
+--coarse-window-seconds, --coarse-fps, --refine-margin-s, --coarse-prompt-file), checked to
+differ from the one before only by those flags and the configs they set.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ ARGVS = {
         "--max-frames-per-window=16",
         "--max-pixels-per-frame=50000",
         "--sampling=keyframes",
+        "--grounding-strategy=coarse-to-fine",
+        "--coarse-window-seconds=120",
+        "--coarse-fps=0.5",
+        "--refine-margin-s=8",
+        "--coarse-prompt-file=coarse.txt",
         "--decode-timeout-s=12",
         "--backend=vllm",
         "--server-python=/opt/py",
@@ -118,6 +126,11 @@ ARGVS = {
     "undocumented_body": ["--provider=vercel", '--extra-body={"nope": 1}'],
     "no_video": ["--provider=openrouter", "--native-video"],
     "bad_policy": ["--retry-degenerate=9"],
+    "bad_margin": [
+        "--grounding-strategy=coarse-to-fine",
+        "--coarse-fps=0.5",
+        "--refine-margin-s=1",
+    ],
 }
 
 
@@ -231,7 +244,7 @@ def test_the_help_text_says_what_it_said():
     before = json.loads(FIXTURE.read_text())["help"]
     now = snapshot()["help"]
     old_entries, new_entries = _help_entries(before), _help_entries(now)
-    assert len(old_entries) == 72  # -h and 71 flags
+    assert len(old_entries) == 77  # -h and 76 flags
     assert sorted(new_entries) == sorted(old_entries)
     for title in ("job:", "model:", "documents:", "video:", "HTTP API backend (--backend openai):"):
         assert f"\n{title}\n" in now
