@@ -38,6 +38,13 @@ class JobConfig:
     input: tuple[str, ...] = flag(
         (), convert=tuple, help="file pattern to read (local, gs://, s3://); repeatable"
     )
+    input_manifest: tuple[str, ...] = flag(
+        (),
+        convert=tuple,
+        help="CSV, JSON Lines or Parquet file (any Beam filesystem) listing inputs: a 'uri' "
+        "column, and any other columns, carried to every row made from that file as 'meta'; "
+        "repeatable",
+    )
     output: str | None = flag(None, help="output folder for the Parquet tables")
     output_mode: str = flag(
         "overwrite",

@@ -1,4 +1,6 @@
-"""The `vlbeam run` job: ingest → split (pages, video windows) → Qwen3-VL → Parquet tables."""
+"""The `vlbeam run` job: `Process` (inputs → one PCollection per table) → `WriteTables`
+(staged Parquet) → run → `publish` and the run manifest. The same public pieces a caller
+composes in its own pipeline (`vlbeam.Process`, `vlbeam.WriteTables`, `vlbeam.publish`)."""
 
 from __future__ import annotations
 
@@ -6,205 +8,28 @@ import logging
 import sys
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from vlbeam.outputs.layout import join, staging_dir, table_glob
 from vlbeam.outputs.manifest import RunManifest
-from vlbeam.outputs.publish import publish
-from vlbeam.pipeline.options import (
-    VlbeamOptions,
-    api_config,
-    model_config,
-    page_policy,
-    parse_tasks,
-    refuse_unknown_flags,
-    render_config,
-    server_api_config,
-    server_spec,
-    video_config,
-)
-from vlbeam.pipeline.prompts import coarse_prompt, grounding_prompt, ocr_prompt, read_queries
+from vlbeam.pipeline.options import VlbeamOptions, refuse_unknown_flags
+from vlbeam.pipeline.process import Process
+from vlbeam.pipeline.settings import Settings
+from vlbeam.pipeline.settings import make_backend as _make_backend
 from vlbeam.pipeline.summary import counters, format_summary
-from vlbeam.schemas import TABLES
-from vlbeam.schemas.elements import PageRef, Provenance, VideoWindow
+from vlbeam.pipeline.write_tables import WriteTables, publish
 from vlbeam.schemas.errors import EngineUnavailable
-from vlbeam.schemas.ids import new_run_id
 from vlbeam.transforms.backends.engine import InferenceBackend
-from vlbeam.transforms.coarse_to_fine import RefineFromCoarse
-from vlbeam.transforms.documents import SummarizeDocuments
-from vlbeam.transforms.grounding import GroundVideo
-from vlbeam.transforms.inference import InferUnits, close_idle_engines
-from vlbeam.transforms.ingest import IngestFiles
-from vlbeam.transforms.media.work_units import VideoConfig
-from vlbeam.transforms.ocr import ToPageRows
-from vlbeam.transforms.plan import PlanWork
-from vlbeam.transforms.write import WriteTable
+from vlbeam.transforms.inference import close_idle_engines
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RUNNER = "FnApiRunner"  # in-process; never tries to download a runner binary
 
 
-def _is_page(keyed) -> bool:
-    return isinstance(keyed[0], PageRef)
-
-
-def build_pipeline(
-    p: beam.Pipeline, opts: VlbeamOptions, backend: InferenceBackend, run_id: str
-) -> None:
-    """Wire the whole job onto `p` (no I/O happens here)."""
-    tasks = parse_tasks(opts.tasks)
-    model = backend.model_name
-    ocr_p = ocr_prompt(opts.ocr_prompt_file)
-    queries = read_queries(opts.query, opts.queries_file)
-    ground_p = grounding_prompt(opts.grounding_prompt_file, queries)
-    video_cfg, render_cfg = grounding_video_config(video_config(opts), queries), render_config(opts)
-    coarse_p = coarse_prompt(opts.coarse_prompt_file, queries)
-    page_prov = Provenance(model, backend.backend, ocr_p.prompt_id, run_id, backend.provider)
-    video_prov = Provenance(model, backend.backend, ground_p.prompt_id, run_id, backend.provider)
-    staged = staging_dir(opts.output, run_id)
-
-    def write(pcoll, table: str):
-        return pcoll | f"Write_{table}" >> WriteTable(join(staged, table), TABLES[table])
-
-    prompt_by_kind = {"pdf": ocr_p.prompt_id, "image": ocr_p.prompt_id,
-                      "video": ground_p.prompt_id}  # fmt: skip
-    done = done_documents(p, opts.output, model, backend.backend) if opts.skip_existing else None
-    patterns = p | "InputPatterns" >> beam.Create(list(opts.input))
-    ingest = patterns | "Ingest" >> IngestFiles(tasks, prompt_by_kind, done)
-
-    to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
-    planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
-    policy = page_policy(opts)
-    infer = InferUnits(backend, render_cfg, video_cfg, ocr_p, ground_p, policy, coarse_p)
-    inferred = planned["units"] | "Infer" >> infer
-    page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
-        lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
-    )
-    page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov, policy))
-    coarse_prov = Provenance(model, backend.backend, coarse_p.prompt_id, run_id, backend.provider)
-    if video_cfg.strategy.coarse_to_fine:
-        window_results, coarse = refine_pass(
-            planned["units"], window_results, infer, (coarse_prov, queries, video_cfg)
-        )
-    grounded = window_results | "Grounding" >> GroundVideo(
-        video_prov, queries, gap_s=1.0 / video_cfg.sampling.fps
-    )
-    window_rows, ok_windows = [grounded["windows"]], [grounded["ok"]]
-    unit_failures = [inferred["failures"], grounded["failures"]]
-    if video_cfg.strategy.coarse_to_fine:
-        window_rows.append(coarse["windows"])
-        ok_windows.append(coarse["ok"])
-        unit_failures.append(coarse["failures"])
-
-    failures = (
-        ingest["failures"],
-        planned["failures"],
-        *unit_failures,
-    ) | "AllFailures" >> beam.Flatten()
-    facts = (planned["facts"], ingest["skipped"]) | "AllFacts" >> beam.Flatten()
-    ok_units = (
-        page_rows | "OkPages" >> beam.Map(lambda row: row["source_uri"]),
-        *ok_windows,
-    ) | "AllOkUnits" >> beam.Flatten()
-    provenance = {
-        "pdf": vars_of(page_prov),
-        "image": vars_of(page_prov),
-        "video": vars_of(video_prov),
-    }
-    documents = (ingest["sources"], facts, ok_units, failures) | (
-        "Documents" >> SummarizeDocuments(provenance, run_id)
-    )
-
-    write(documents, "documents")
-    write(page_rows, "pages")
-    write(window_rows | "AllWindowRows" >> beam.Flatten(), "video_windows")
-    write(grounded["events"], "video_events")
-    write(failures | "FailureRows" >> beam.Map(lambda f: f.to_row(run_id)), "failures")
-
-
-def grounding_video_config(cfg: VideoConfig, queries: list[str]) -> VideoConfig:
-    """The video config the job runs with: the event timeline (no queries) stays dense."""
-    if cfg.strategy.coarse_to_fine and not queries:
-        logger.warning(
-            "--grounding-strategy coarse-to-fine grounds queries (--query, --queries-file); "
-            "without any, the event timeline is grounded densely"
-        )
-        return cfg.dense()
-    return cfg
-
-
-def refine_pass(units, coarse_results, infer: InferUnits, plan_args: tuple):
-    """Coarse-to-fine: the coarse pass's answers → refine windows → the same inference
-    stage again (sharing its engine: one per worker process). Returns (the refine pass's
-    (WindowRef, VLResult), dict of the coarse pass's `windows` rows, `ok` uris and the refine
-    pass's `failures`)."""
-    coarse_windows = units | "CoarseWindows" >> beam.Filter(
-        lambda unit: isinstance(unit, VideoWindow) and unit.grounding_pass.name == "coarse"
-    )
-    planned = (coarse_windows, coarse_results) | "PlanRefine" >> RefineFromCoarse(*plan_args)
-    refined = planned["units"] | "InferRefine" >> InferUnits.sharing(infer)
-    return refined["results"], {**planned, "failures": refined["failures"]}
-
-
-def done_documents(p: beam.Pipeline, output: str, model: str, backend: str):
-    """((doc_id, prompt_id), True) for every document an earlier run in `output` processed
-    OK with this model and backend; None when there is no earlier output."""
-    pattern = table_glob(output, "documents")
-    if not FileSystems.match([pattern])[0].metadata_list:
-        return None
-    columns = ["doc_id", "status", "model", "backend", "prompt_id"]
-    return (
-        p
-        | "ReadEarlierDocuments" >> beam.io.ReadFromParquet(pattern, columns=columns)
-        | "DoneWithThisModel"
-        >> beam.Filter(
-            lambda r: r["status"] == "ok" and r["model"] == model and r["backend"] == backend
-        )
-        | "DoneKeys" >> beam.Map(lambda r: ((r["doc_id"], r["prompt_id"]), True))
-        | "OncePerKey" >> beam.Distinct()
-    )
-
-
-def vars_of(prov: Provenance) -> dict:
-    return {"model": prov.model, "backend": prov.backend, "prompt_id": prov.prompt_id}
-
-
 def make_backend(opts: VlbeamOptions) -> InferenceBackend:
-    """The backend, after the launcher-side checks that fail fast."""
-    if opts.backend == "openai":
-        from vlbeam.transforms.backends.openai_engine import preflight
-        from vlbeam.transforms.backends.openai_handler import OpenAIApiHandler
-
-        if opts.max_batch_size is not None:
-            raise ValueError(
-                "--max-batch-size sets the batch of a local model; the API backend sends each "
-                "request on its own, up to --max-concurrency at once"
-            )
-        cfg = api_config(opts)
-        if not opts.no_preflight:
-            preflight(cfg)
-        return OpenAIApiHandler(cfg)
-    if opts.backend in ("vllm", "sglang"):
-        from vlbeam.transforms.backends.managed_handler import ManagedServerHandler
-
-        if opts.max_batch_size is not None:
-            raise ValueError(
-                f"--max-batch-size sets the batch of a local model; a {opts.backend} server "
-                "batches continuously: bound it with --max-concurrency"
-            )
-        return ManagedServerHandler(
-            opts.backend, server_spec(opts), server_api_config(opts), opts.model
-        )
-    from vlbeam.transforms.backends.qwen_transformers import (
-        TransformersQwenHandler,
-        check_model_available,
-    )
-
-    check_model_available(opts.model)
-    return TransformersQwenHandler(model_config(opts))
+    """The backend `opts` name, after the launcher-side checks that fail fast."""
+    return _make_backend(Settings.from_options(opts))
 
 
 def run(
@@ -217,21 +42,21 @@ def run(
     refuse_unknown_flags(sys.argv[1:] if argv is None else argv)  # a typo never runs
     options = PipelineOptions(argv)
     opts = options.view_as(VlbeamOptions)
-    if not opts.input or not opts.output:
-        raise SystemExit("vlbeam run: --input and --output are required")
+    if not (opts.input or opts.input_manifest) or not opts.output:
+        raise SystemExit("vlbeam run: --input (or --input-manifest) and --output are required")
     standard = options.view_as(StandardOptions)
     if test_pipeline is None and not standard.runner:
         standard.runner = DEFAULT_RUNNER
-    run_id = opts.run_id or new_run_id()
-
-    if model_handler is None:
-        model_handler = make_backend(opts)
+    settings = Settings.from_options(opts)
+    process = Process(settings, backend=model_handler)
+    run_id = process.run_id
 
     mode = "append" if opts.skip_existing else opts.output_mode
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(p, opts, model_handler, run_id)
+    p | "Process" >> process | "WriteTables" >> WriteTables(opts.output)
     manifest = RunManifest(run_id, opts, options)
-    logger.info("vlbeam run %s: %s -> %s", run_id, ", ".join(opts.input), opts.output)
+    sources = [*opts.input, *opts.input_manifest]
+    logger.info("vlbeam run %s: %s -> %s", run_id, ", ".join(sources), opts.output)
     try:
         try:
             result = p.run()
@@ -240,7 +65,7 @@ def run(
             close_idle_engines()  # in-process runners: nothing outlives the run
         if state not in (PipelineState.DONE, None):
             raise RuntimeError(f"pipeline ended in state {state}; previous output left in place")
-        publish(opts.output, run_id, TABLES, mode)
+        publish(opts.output, run_id, mode)
     except BaseException as exc:
         manifest.finish(opts.output, "failed", error=f"{type(exc).__name__}: {exc}")
         raise

@@ -2,9 +2,10 @@
 
 import pyarrow as pa
 
-from vlbeam.schemas.table_meta import table_metadata
+from vlbeam.schemas.table_meta import table_schema
 
-DOCUMENTS = pa.schema(
+DOCUMENTS = table_schema(
+    "documents",
     [
         pa.field("doc_id", pa.string(), nullable=True),  # SHA-256 of the bytes; null if unreadable
         pa.field("source_uri", pa.string(), nullable=False),
@@ -19,5 +20,4 @@ DOCUMENTS = pa.schema(
         pa.field("prompt_id", pa.string(), nullable=True),
         pa.field("run_id", pa.string(), nullable=False),
     ],
-    metadata=table_metadata("documents"),
 )

@@ -8,24 +8,59 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlbeam.schemas.errors import error_message, error_type
+from vlbeam.schemas.meta import Meta, meta_column
 
 KINDS = ("pdf", "image", "video", "audio", "unknown")
 
 
 @dataclass(frozen=True)
+class InputFile:
+    """One input before ingest: a file URI and the caller's keys it carries (`schemas/meta.py`).
+    (uri, meta) is its identity: the same file with other keys is another document."""
+
+    uri: str
+    meta: Meta = None
+
+    def __post_init__(self) -> None:
+        if not self.uri:
+            raise ValueError("an input needs a uri")
+
+    @property
+    def key(self) -> tuple[str, Meta]:
+        return self.uri, self.meta
+
+
+@dataclass(frozen=True)
 class SourceFile:
-    """One matched input file after ingest: its identity and sniffed kind."""
+    """One matched input file after ingest: its identity and sniffed kind. `doc_id` is
+    `schemas.ids.document_id(content_sha256, meta)`; `content_sha256` (the bytes' own hash:
+    what PDF passwords are keyed by) defaults to `doc_id` when there is no meta."""
 
     uri: str
     doc_id: str | None
     kind: str
     size_bytes: int | None
+    meta: Meta = None
+    content_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown kind {self.kind!r}")
         if self.doc_id is not None and len(self.doc_id) != 64:
             raise ValueError("doc_id must be a SHA-256 hex digest")
+        if self.content_sha256 is None and self.meta is None:
+            object.__setattr__(self, "content_sha256", self.doc_id)
+
+    @property
+    def key(self) -> tuple[str, Meta]:
+        """What the `documents` row of this input is joined by: (uri, meta)."""
+        return self.uri, self.meta
+
+    def failure(self, exc: BaseException, stage: str, unit: int | None = None) -> Failure:
+        """A failure of this file (or of one of its units), carrying its keys."""
+        return Failure.from_exception(
+            exc, source_uri=self.uri, doc_id=self.doc_id, stage=stage, unit=unit, meta=self.meta
+        )
 
 
 @dataclass(frozen=True)
@@ -61,13 +96,16 @@ class PageRef:
     text_layer: str | None = None
     blank: bool = False  # near-uniform render, no text-layer characters: no model call
     image_coverage: float | None = None  # share of the page covered by raster images
+    meta: Meta = None  # the input's carried keys
 
     def __post_init__(self) -> None:
         if self.page_number < 1:
             raise ValueError("page_number is 1-based")
 
     def failure(self, stage: str, error_type: str, message: str) -> Failure:
-        return Failure(self.source_uri, self.doc_id, stage, error_type, message, self.page_number)
+        return Failure(
+            self.source_uri, self.doc_id, stage, error_type, message, self.page_number, self.meta
+        )
 
 
 GROUNDING_PASSES = ("dense", "coarse", "refine")
@@ -131,11 +169,14 @@ class WindowRef:
     end_s: float
     frame_times_s: tuple[float, ...]
     grounding_pass: WindowPass = DENSE
+    meta: Meta = None  # the input's carried keys
 
     def failure(self, stage: str, error_type: str, message: str) -> Failure:
         if self.grounding_pass.name != "dense":  # indexes count per pass: say which
             message = f"{self.grounding_pass.name} window {self.window_index}: {message}"
-        return Failure(self.source_uri, self.doc_id, stage, error_type, message, self.window_index)
+        return Failure(
+            self.source_uri, self.doc_id, stage, error_type, message, self.window_index, self.meta
+        )
 
 
 @dataclass(frozen=True)
@@ -221,6 +262,11 @@ class Failure:
     error_type: str
     message: str
     unit: int | None = None
+    meta: Meta = None  # the failed input's carried keys
+
+    @property
+    def key(self) -> tuple[str, Meta]:
+        return self.source_uri, self.meta
 
     @classmethod
     def from_exception(
@@ -231,6 +277,7 @@ class Failure:
         doc_id: str | None,
         stage: str,
         unit: int | None = None,
+        meta: Meta = None,
     ) -> Failure:
         return cls(
             source_uri=source_uri,
@@ -239,6 +286,7 @@ class Failure:
             error_type=error_type(exc),
             message=error_message(exc),
             unit=unit,
+            meta=meta,
         )
 
     def to_row(self, run_id: str) -> dict:
@@ -250,6 +298,7 @@ class Failure:
             "error_type": self.error_type,
             "message": self.message,
             "run_id": run_id,
+            "meta": meta_column(self.meta),
         }
 
 
@@ -261,6 +310,11 @@ class DocumentFacts:
     num_pages: int | None = None
     duration_s: float | None = None
     skipped: bool = False  # --skip-existing: processed OK by an earlier run
+    meta: Meta = None  # with `uri`, which input the facts are about
+
+    @property
+    def key(self) -> tuple[str, Meta]:
+        return self.uri, self.meta
 
     def merged(self, other: DocumentFacts) -> DocumentFacts:
         return DocumentFacts(
@@ -268,6 +322,7 @@ class DocumentFacts:
             self.num_pages if other.num_pages is None else other.num_pages,
             self.duration_s if other.duration_s is None else other.duration_s,
             self.skipped or other.skipped,
+            self.meta,
         )
 
 

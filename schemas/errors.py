@@ -65,6 +65,14 @@ class NoFilesMatched(VlbeamError):
     """An --input pattern that matched no file."""
 
 
+class FileNotFound(VlbeamError):
+    """An input given by its exact URI (`vlbeam.Process`, `--input-manifest`) that isn't there."""
+
+
+class InvalidInput(VlbeamError):
+    """An input element that names no file: no `uri`, or not a string or a mapping."""
+
+
 class InvalidVideo(VlbeamError):
     pass
 

@@ -2,9 +2,10 @@
 
 import pyarrow as pa
 
-from vlbeam.schemas.table_meta import table_metadata
+from vlbeam.schemas.table_meta import table_schema
 
-FAILURES = pa.schema(
+FAILURES = table_schema(
+    "failures",
     [
         pa.field("source_uri", pa.string(), nullable=False),
         pa.field("doc_id", pa.string(), nullable=True),
@@ -16,5 +17,4 @@ FAILURES = pa.schema(
         pa.field("message", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
     ],
-    metadata=table_metadata("failures"),
 )

@@ -3,9 +3,10 @@
 import pyarrow as pa
 
 from vlbeam.schemas.model_call import MODEL_CALL_FIELDS
-from vlbeam.schemas.table_meta import list_of, table_metadata
+from vlbeam.schemas.table_meta import list_of, table_schema
 
-PAGES = pa.schema(
+PAGES = table_schema(
+    "pages",
     [
         pa.field("doc_id", pa.string(), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
@@ -26,5 +27,4 @@ PAGES = pa.schema(
         *MODEL_CALL_FIELDS,
         pa.field("run_id", pa.string(), nullable=False),
     ],
-    metadata=table_metadata("pages"),
 )

@@ -2,9 +2,10 @@
 
 import pyarrow as pa
 
-from vlbeam.schemas.table_meta import list_of, table_metadata
+from vlbeam.schemas.table_meta import list_of, table_schema
 
-VIDEO_EVENTS = pa.schema(
+VIDEO_EVENTS = table_schema(
+    "video_events",
     [
         pa.field("doc_id", pa.string(), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
@@ -19,5 +20,4 @@ VIDEO_EVENTS = pa.schema(
         pa.field("prompt_id", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
     ],
-    metadata=table_metadata("video_events"),
 )

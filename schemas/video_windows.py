@@ -3,9 +3,10 @@
 import pyarrow as pa
 
 from vlbeam.schemas.model_call import MODEL_CALL_FIELDS
-from vlbeam.schemas.table_meta import list_of, table_metadata
+from vlbeam.schemas.table_meta import list_of, table_schema
 
-VIDEO_WINDOWS = pa.schema(
+VIDEO_WINDOWS = table_schema(
+    "video_windows",
     [
         pa.field("doc_id", pa.string(), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
@@ -31,5 +32,4 @@ VIDEO_WINDOWS = pa.schema(
         pa.field("coarse_windows", list_of(pa.int32()), nullable=True),
         pa.field("run_id", pa.string(), nullable=False),
     ],
-    metadata=table_metadata("video_windows"),
 )

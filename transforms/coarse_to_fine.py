@@ -59,8 +59,9 @@ def candidate_queries(answer: CoarseAnswer, queries: list[str]) -> list[str]:
 
 
 class PlanRefine(beam.DoFn):
-    """((doc_id, uri), {"windows": [coarse VideoWindow], "answers": [(WindowRef, VLResult)]})
-    → refine VideoWindows (main), coarse `video_windows` rows (`rows`), answered uris (`ok`)."""
+    """((doc_id, uri, meta), {"windows": [coarse VideoWindow], "answers": [(WindowRef, VLResult)]})
+    → refine VideoWindows (main), coarse `video_windows` rows (`rows`), answered inputs' (uri,
+    meta) (`ok`)."""
 
     def __init__(self, prov: Provenance, queries: list[str], cfg: VideoConfig) -> None:
         self._prov, self._queries, self._cfg = prov, queries, cfg
@@ -89,7 +90,7 @@ class PlanRefine(beam.DoFn):
                 self._answered.inc()
                 found = candidate_queries(answer, self._queries)
                 yield beam.pvalue.TaggedOutput(ROWS_TAG, window_row(ref, result, self._prov, found))
-                yield beam.pvalue.TaggedOutput(OK_TAG, ref.source_uri)
+                yield beam.pvalue.TaggedOutput(OK_TAG, (ref.source_uri, ref.meta))
         first = windows[0]
         self._dense.inc(dense_frames(first.duration_s, self._cfg))
         refine = plan_refine_windows(first.source, first.duration_s, answers, self._cfg)
@@ -102,18 +103,18 @@ class PlanRefine(beam.DoFn):
 
 
 def _by_video_window(window: VideoWindow):
-    return (window.source.doc_id, window.source.uri), window
+    return (window.source.doc_id, window.source.uri, window.source.meta), window
 
 
 def _by_video_answer(keyed: tuple[WindowRef, VLResult]):
     ref, _ = keyed
-    return (ref.doc_id, ref.source_uri), keyed
+    return (ref.doc_id, ref.source_uri, ref.meta), keyed
 
 
 class RefineFromCoarse(beam.PTransform):
     """(coarse VideoWindows, (WindowRef, VLResult) of the coarse pass) → dict of `units`
     (the refine pass's VideoWindows, spread over the workers), `windows` (the coarse pass's
-    `video_windows` rows) and `ok` (a uri per coarse window answered)."""
+    `video_windows` rows) and `ok` (the input's (uri, meta) per coarse window answered)."""
 
     def __init__(self, prov: Provenance, queries: list[str], cfg: VideoConfig) -> None:
         super().__init__()

@@ -39,9 +39,9 @@ def plan_pages(
     if source.kind == "image":
         num_pages = 1
     else:  # each document is planned once: no need to keep its bytes
-        password = pdf_password(cfg, source.uri, source.doc_id)  # never in the options
+        password = pdf_password(cfg, source.uri, source.content_sha256)  # never in the options
         num_pages = helper.count_pages(source.doc_id, source.uri, password)  # read by it
-    return DocumentFacts(source.uri, num_pages=num_pages), page_ranges(
+    return DocumentFacts(source.uri, num_pages=num_pages, meta=source.meta), page_ranges(
         source, num_pages, cfg.pages_per_task
     )
 
@@ -60,7 +60,7 @@ class PageRenderer:
         """Each page of the range, rendered, or a `render` failure for that page."""
         source = task.source
         try:
-            cfg = with_pdf_password(self._cfg, source.uri, source.doc_id)
+            cfg = with_pdf_password(self._cfg, source.uri, source.content_sha256)
         except Exception as exc:  # an unreadable passwords file: every page fails
             for page in task.page_numbers:
                 yield _render_failure(exc, source, page)
@@ -82,6 +82,7 @@ class PageRenderer:
                 text_layer=rendered.text_layer,
                 blank=rendered.blank,
                 image_coverage=rendered.image_coverage,
+                meta=source.meta,
             )
             yield PageImage(ref=ref, image=rendered.image, image_format=rendered.image_format)
         logger.info(
@@ -94,6 +95,4 @@ class PageRenderer:
 
 
 def _render_failure(exc: Exception, source: SourceFile, page: int) -> Failure:
-    return Failure.from_exception(
-        exc, source_uri=source.uri, doc_id=source.doc_id, stage="render", unit=page
-    )
+    return source.failure(exc, "render", page)

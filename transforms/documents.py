@@ -5,6 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from vlbeam.schemas.elements import DocumentFacts, Failure, SourceFile
+from vlbeam.schemas.meta import Meta, meta_column
 
 
 def document_status(num_ok: int, num_failures: int, skipped: bool = False) -> str:
@@ -40,29 +41,31 @@ def document_row(
         "backend": provenance.get("backend"),
         "prompt_id": provenance.get("prompt_id"),
         "run_id": run_id,
+        "meta": meta_column(source.meta),
     }
 
 
 def _rows(grouped, provenance_by_kind: dict[str, dict], run_id: str):
-    uri, parts = grouped
-    facts = DocumentFacts(uri)
+    (uri, meta), parts = grouped
+    facts = DocumentFacts(uri, meta=meta)
     for found in parts["facts"]:
         facts = facts.merged(found)
-    for source in parts["source"]:  # exactly one per matched uri
+    for source in parts["source"]:  # exactly one per input (uri, meta)
         provenance = provenance_by_kind.get(source.kind, {})
         yield document_row(
             source, facts, sum(parts["ok"]), sum(parts["failed"]), provenance, run_id
         )
 
 
-def _failure_key(failure: Failure) -> tuple[str, int]:
-    return failure.source_uri, 1
+def _failure_key(failure: Failure) -> tuple[tuple[str, Meta], int]:
+    return failure.key, 1
 
 
 class SummarizeDocuments(beam.PTransform):
-    """Join sources with split facts, successful units and failures (by source uri).
+    """Join sources with split facts, successful units and failures by input: (source uri,
+    carried keys), so one file listed with two sets of keys is two documents.
 
-    Input: (sources, DocumentFacts, ok units as uri strings, failures).
+    Input: (sources, DocumentFacts, ok units as (uri, meta) pairs, failures).
     """
 
     def __init__(self, provenance_by_kind: dict[str, dict], run_id: str) -> None:
@@ -74,7 +77,7 @@ class SummarizeDocuments(beam.PTransform):
         sources, facts, ok_uris, failures = inputs
         ok = (
             ok_uris
-            | "OkPerDoc" >> beam.Map(lambda uri: (uri, 1))
+            | "OkPerDoc" >> beam.Map(lambda key: (key, 1))
             | ("SumOk" >> beam.CombinePerKey(sum))
         )
         failed = (
@@ -82,8 +85,8 @@ class SummarizeDocuments(beam.PTransform):
             | "FailuresPerDoc" >> beam.Map(_failure_key)
             | ("SumFailures" >> beam.CombinePerKey(sum))
         )
-        keyed_sources = sources | "KeySources" >> beam.Map(lambda s: (s.uri, s))
-        facts = facts | "KeyFacts" >> beam.Map(lambda f: (f.uri, f))
+        keyed_sources = sources | "KeySources" >> beam.Map(lambda s: (s.key, s))
+        facts = facts | "KeyFacts" >> beam.Map(lambda f: (f.key, f))
         return (
             {"source": keyed_sources, "facts": facts, "ok": ok, "failed": failed}
             | "JoinByDocument" >> beam.CoGroupByKey()

@@ -9,6 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from vlbeam.schemas.config import Prompt
+from vlbeam.schemas.meta import Meta, meta_column
 from vlbeam.schemas.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
 from vlbeam.transforms.answers.degenerate import quality_flags
 from vlbeam.transforms.answers.grounding_parse import (
@@ -62,6 +63,7 @@ def window_row(
         "candidate_queries": candidate_queries,
         "coarse_windows": list(ref.grounding_pass.coarse_indexes) if refine else None,
         "run_id": prov.run_id,
+        "meta": meta_column(ref.meta),
     }
 
 
@@ -99,7 +101,9 @@ def event_row(
     merged: MergedSpan,
     prov: Provenance,
     coarse_windows: list[int] | None = None,
+    meta: Meta = None,
 ) -> dict:
+    """`doc`: the video's (doc_id, source_uri); `meta`: the keys its input carried."""
     doc_id, uri = doc
     return {
         "doc_id": doc_id,
@@ -113,12 +117,13 @@ def event_row(
         "model": prov.model,
         "prompt_id": prov.prompt_id,
         "run_id": prov.run_id,
+        "meta": meta_column(meta),
     }
 
 
 class ParseWindows(beam.DoFn):
     """(WindowRef, VLResult) → a `video_windows` row (always, raw answer kept), spans
-    keyed by (doc, query) on `spans`, the uri on `ok`, or a `parse` failure."""
+    keyed by (doc, query) on `spans`, the input's (uri, meta) on `ok`, or a `parse` failure."""
 
     def __init__(self, prov: Provenance, queries: list[str]) -> None:
         self._prov = prov
@@ -143,28 +148,29 @@ class ParseWindows(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
             return
         self._windows.inc()
-        yield beam.pvalue.TaggedOutput(OK_TAG, ref.source_uri)
+        yield beam.pvalue.TaggedOutput(OK_TAG, (ref.source_uri, ref.meta))
         coarse = ref.grounding_pass.coarse_indexes if ref.grounding_pass.name == "refine" else None
         for query, span in spans:
-            key = (ref.doc_id, ref.source_uri, query)
+            key = (ref.doc_id, ref.source_uri, ref.meta, query)
             yield beam.pvalue.TaggedOutput(SPANS_TAG, (key, (ref.window_index, span, coarse)))
 
 
 def _merge(grouped, gap_s: float, prov: Provenance):
-    """Merged spans of one (video, query); a refine pass's events also list the coarse
-    windows behind the windows they came from."""
-    (doc_id, uri, query), found = grouped
+    """Merged spans of one (video, its carried keys, query); a refine pass's events also list
+    the coarse windows behind the windows they came from."""
+    (doc_id, uri, meta, query), found = grouped
     found = list(found)
     coarse_of = {index: coarse for index, _, coarse in found if coarse is not None}
     for merged in merge_spans(((index, span) for index, span, _ in found), query, gap_s):
         coarse = None
         if coarse_of:
             coarse = sorted({c for i in merged.window_indexes for c in coarse_of.get(i, ())})
-        yield event_row((doc_id, uri), merged, prov, coarse)
+        yield event_row((doc_id, uri), merged, prov, coarse, meta)
 
 
 class GroundVideo(beam.PTransform):
-    """(WindowRef, VLResult) → dict of `windows` rows, `events` rows, `ok` uris, `failures`."""
+    """(WindowRef, VLResult) → dict of `windows` rows, `events` rows, `ok` (uri, meta) of
+    each answered window, `failures`."""
 
     def __init__(self, prov: Provenance, queries: list[str], gap_s: float) -> None:
         super().__init__()

@@ -8,6 +8,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from vlbeam.schemas.config import PagePolicy, Prompt
+from vlbeam.schemas.meta import meta_column
 from vlbeam.schemas.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
 from vlbeam.transforms.answers.degenerate import quality_flags
 from vlbeam.transforms.dead_letter import NAMESPACE
@@ -61,6 +62,7 @@ def page_row(
         "prompt_id": prov.prompt_id,
         **model_call_columns(result, prov),
         "run_id": prov.run_id,
+        "meta": meta_column(ref.meta),
     }
 
 

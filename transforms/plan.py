@@ -9,7 +9,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from vlbeam.schemas.config import RenderConfig
-from vlbeam.schemas.elements import Failure, SourceFile
+from vlbeam.schemas.elements import SourceFile
 from vlbeam.transforms.dead_letter import FAILURES_TAG, dead_letter
 from vlbeam.transforms.document_pages import plan_pages
 from vlbeam.transforms.helper_dofn import HelperDoFn
@@ -33,11 +33,7 @@ class _PlanUnits(HelperDoFn):
             else:
                 facts, units = plan_pages(self._helper, source, self._render)
         except Exception as exc:
-            yield dead_letter(
-                Failure.from_exception(
-                    exc, source_uri=source.uri, doc_id=source.doc_id, stage="split"
-                )
-            )
+            yield dead_letter(source.failure(exc, "split"))
             return
         yield beam.pvalue.TaggedOutput(FACTS_TAG, facts)
         yield from units

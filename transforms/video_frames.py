@@ -38,9 +38,8 @@ def plan_video(
     """Probe a video (duration, also for files whose header has none) and cut it into windows
     (the coarse pass's, under coarse-to-fine)."""
     info = helper.probe_video(source.uri, cfg.timeout_s)
-    return DocumentFacts(source.uri, duration_s=info.duration_s), plan_video_windows(
-        source, info.duration_s, cfg
-    )
+    facts = DocumentFacts(source.uri, duration_s=info.duration_s, meta=source.meta)
+    return facts, plan_video_windows(source, info.duration_s, cfg)
 
 
 class WindowSampler:
@@ -72,10 +71,7 @@ class WindowSampler:
                     + (f" ({errors} packets failed to decode)" if errors else "")
                 )
         except Exception as exc:
-            failure = Failure.from_exception(
-                exc, source_uri=source.uri, doc_id=source.doc_id, stage="decode",
-                unit=window.index,
-            )  # fmt: skip
+            failure = source.failure(exc, "decode", window.index)
             if window.describe() not in failure.message:
                 failure = dataclasses.replace(
                     failure, message=f"{window.describe()}: {failure.message}"
@@ -95,5 +91,6 @@ class WindowSampler:
             end_s=window.end_s,
             frame_times_s=tuple(round(f.time_s, 6) for f in frames),
             grounding_pass=window.grounding_pass,
+            meta=source.meta,
         )
         return WindowFrames(ref=ref, frames=tuple(f.image for f in frames))

@@ -18,6 +18,8 @@ PINNED = {
     "UnsupportedInput",
     "TaskNotEnabled",
     "NoFilesMatched",
+    "FileNotFound",
+    "InvalidInput",
     "InvalidPdf",
     "EncryptedPdf",
     "NoPages",

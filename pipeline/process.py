@@ -1,0 +1,247 @@
+"""`vlbeam.Process`: the whole job as one composite transform, inputs → one PCollection per
+output table. `vlbeam run` is this transform followed by `WriteTables` and `publish`
+(`pipeline/run.py`); a caller's own pipeline applies it to its own PCollection of inputs.
+
+Inputs are file URIs (`str`) or mappings with a `uri` key, whose other keys are carried to
+every row made from that file as `meta` (`schemas/meta.py`). Settings' `--input` patterns and
+`--input-manifest` files are read too, so `p | Process([...flags...])` alone is a job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.pvalue import PBegin, PCollection
+
+from vlbeam.outputs.layout import table_glob
+from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
+from vlbeam.pipeline.settings import Settings, make_backend
+from vlbeam.schemas.elements import PageRef, Provenance
+from vlbeam.schemas.ids import new_run_id
+from vlbeam.schemas.meta import normalize_meta
+from vlbeam.transforms.backends.engine import InferenceBackend
+from vlbeam.transforms.documents import SummarizeDocuments
+from vlbeam.transforms.grounding import GroundVideo
+from vlbeam.transforms.inference import InferUnits
+from vlbeam.transforms.ingest import IngestFiles, MatchPatterns, ToInputFiles
+from vlbeam.transforms.input_manifest import ReadManifests, manifest_columns
+from vlbeam.transforms.ocr import ToPageRows
+from vlbeam.transforms.plan import PlanWork
+from vlbeam.transforms.rows import ToRows
+
+logger = logging.getLogger(__name__)
+
+
+class ProcessResult(dict):
+    """What `Process` returns: one PCollection per output table, as attributes and as a
+    dict keyed by table name (`schemas.TABLES`, in the same order), plus the `run_id`
+    stamped on every row. Each element is a dict with the table's columns (or, with
+    `as_rows=True`, a row of `vlbeam.row_type(table)`)."""
+
+    run_id: str
+
+    @property
+    def documents(self) -> PCollection:
+        return self["documents"]
+
+    @property
+    def pages(self) -> PCollection:
+        return self["pages"]
+
+    @property
+    def video_windows(self) -> PCollection:
+        return self["video_windows"]
+
+    @property
+    def video_events(self) -> PCollection:
+        return self["video_events"]
+
+    @property
+    def failures(self) -> PCollection:
+        return self["failures"]
+
+
+def _is_page(keyed) -> bool:
+    return isinstance(keyed[0], PageRef)
+
+
+def _ok_page_key(row: dict) -> tuple:
+    return row["source_uri"], normalize_meta(row["meta"])
+
+
+def _vars_of(prov: Provenance) -> dict:
+    return {"model": prov.model, "backend": prov.backend, "prompt_id": prov.prompt_id}
+
+
+def done_documents(p: beam.Pipeline, output: str, model: str, backend: str):
+    """((doc_id, prompt_id), True) for every document an earlier run in `output` processed
+    OK with this model and backend; None when there is no earlier output."""
+    pattern = table_glob(output, "documents")
+    if not FileSystems.match([pattern])[0].metadata_list:
+        return None
+    columns = ["doc_id", "status", "model", "backend", "prompt_id"]
+    return (
+        p
+        | "ReadEarlierDocuments" >> beam.io.ReadFromParquet(pattern, columns=columns)
+        | "DoneWithThisModel"
+        >> beam.Filter(
+            lambda r: r["status"] == "ok" and r["model"] == model and r["backend"] == backend
+        )
+        | "DoneKeys" >> beam.Map(lambda r: ((r["doc_id"], r["prompt_id"]), True))
+        | "OncePerKey" >> beam.Distinct()
+    )
+
+
+class Process(beam.PTransform):
+    """Inputs → `ProcessResult` (one PCollection per output table).
+
+        results = uris | vlbeam.Process(["--tasks", "ocr", "--model", "tiny-random"])
+        results.pages | beam.Map(print)
+
+    `settings`: the flag strings `vlbeam run` takes, or a `Settings`; keyword configs
+    (`job=JobConfig(...)`, `model=ModelConfig(...)`, `api=ApiConfig(...)`, ...) replace its
+    parts. `backend`: an engine to use instead of the one the settings name. `run_id`:
+    stamped on every row (default: the settings' `--run-id`, else a new one). `as_rows`:
+    schema'd rows (`vlbeam.row_type(table)`) instead of dicts.
+
+    Applied to a pipeline (`p | Process(...)`) it reads the settings' `--input` patterns and
+    `--input-manifest` files; applied to a PCollection of inputs, those too.
+    """
+
+    def __init__(
+        self,
+        settings: Sequence[str] | Settings = (),
+        *,
+        backend: InferenceBackend | None = None,
+        run_id: str | None = None,
+        as_rows: bool = False,
+        **configs: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(settings, str):
+            raise TypeError("settings: a list of flag strings, e.g. ['--tasks', 'ocr']")
+        if not isinstance(settings, Settings):
+            settings = Settings.from_flags(settings)
+        self.settings = settings.replace(**configs) if configs else settings
+        self.run_id = run_id or self.settings.job.run_id or new_run_id()
+        self._backend = backend
+        self._as_rows = as_rows
+        for path in self.settings.job.input_manifest:  # a wrong manifest stops here
+            manifest_columns(path)
+
+    def expand(self, inputs) -> ProcessResult:
+        job = self.settings.job
+        p = inputs.pipeline
+        backend = self._backend if self._backend is not None else make_backend(self.settings)
+        tasks = job.task_set
+        model = backend.model_name
+        ocr_p = ocr_prompt(job.ocr_prompt_file)
+        queries = read_queries(list(job.query), job.queries_file)
+        ground_p = grounding_prompt(job.grounding_prompt_file, queries)
+        video_cfg, render_cfg, policy = self.settings.video, self.settings.render, self.settings.policy
+        run_id = self.run_id
+        page_prov = Provenance(model, backend.backend, ocr_p.prompt_id, run_id, backend.provider)
+        video_prov = Provenance(
+            model, backend.backend, ground_p.prompt_id, run_id, backend.provider
+        )
+        prompt_by_kind = {"pdf": ocr_p.prompt_id, "image": ocr_p.prompt_id,
+                          "video": ground_p.prompt_id}  # fmt: skip
+
+        files, early_failures = self._inputs(p, inputs)
+        done = None
+        if job.skip_existing:
+            if not job.output:
+                raise ValueError("skip_existing needs the output folder (--output) to read")
+            done = done_documents(p, job.output, model, backend.backend)
+        ingest = files | "Ingest" >> IngestFiles(tasks, prompt_by_kind, done)
+
+        to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
+        planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
+        inferred = planned["units"] | "Infer" >> InferUnits(
+            backend, render_cfg, video_cfg, ocr_p, ground_p, policy
+        )
+        page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
+            lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
+        )
+        page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov, policy))
+        grounded = window_results | "Grounding" >> GroundVideo(
+            video_prov, queries, gap_s=1.0 / video_cfg.sampling.fps
+        )
+        failures = (
+            *early_failures,
+            ingest["failures"],
+            planned["failures"],
+            inferred["failures"],
+            grounded["failures"],
+        ) | "AllFailures" >> beam.Flatten()
+        facts = (planned["facts"], ingest["skipped"]) | "AllFacts" >> beam.Flatten()
+        ok_units = (
+            page_rows | "OkPages" >> beam.Map(_ok_page_key),
+            grounded["ok"],
+        ) | "AllOkUnits" >> beam.Flatten()
+        provenance = {
+            "pdf": _vars_of(page_prov),
+            "image": _vars_of(page_prov),
+            "video": _vars_of(video_prov),
+        }
+        documents = (ingest["sources"], facts, ok_units, failures) | (
+            "Documents" >> SummarizeDocuments(provenance, run_id)
+        )
+        tables = {
+            "documents": documents,
+            "pages": page_rows,
+            "video_windows": grounded["windows"],
+            "video_events": grounded["events"],
+            "failures": failures | "FailureRows" >> beam.Map(lambda f: f.to_row(run_id)),
+        }
+        return self._result(tables)
+
+    def _inputs(self, p: beam.Pipeline, inputs) -> tuple[PCollection, list[PCollection]]:
+        """Every input as an `InputFile`, and the failures of inputs that name no file."""
+        job = self.settings.job
+        elements: list[PCollection] = []
+        failures: list[PCollection] = []
+        files: list[PCollection] = []
+        if not isinstance(inputs, PBegin):
+            elements.append(inputs)
+        if job.input_manifest:
+            elements.append(p | "InputManifests" >> ReadManifests(list(job.input_manifest)))
+        if job.input:
+            matched = (
+                p
+                | "InputPatterns" >> beam.Create(list(job.input))
+                | "MatchPatterns" >> MatchPatterns()
+            )
+            files.append(matched["inputs"])
+            failures.append(matched["failures"])
+        if elements:
+            given = (
+                tuple(elements) | "CallerInputs" >> beam.Flatten()
+                if len(elements) > 1
+                else elements[0]
+            ) | "ToInputFiles" >> ToInputFiles()
+            files.append(given["inputs"])
+            failures.append(given["failures"])
+        if not files:
+            raise ValueError(
+                "no inputs: apply Process to a PCollection of URIs, or give --input / "
+                "--input-manifest"
+            )
+        return tuple(files) | "AllInputs" >> beam.Flatten(), failures
+
+    def _result(self, tables: dict[str, PCollection]) -> ProcessResult:
+        from vlbeam.schemas import TABLES
+
+        missing = set(TABLES) ^ set(tables)
+        if missing:  # a table registered in schemas.TABLES that the job doesn't make
+            raise RuntimeError(f"tables and schemas.TABLES differ: {sorted(missing)}")
+        result = ProcessResult(
+            (name, tables[name] | f"{name}AsRows" >> ToRows(name) if self._as_rows else tables[name])
+            for name in TABLES
+        )
+        result.run_id = self.run_id
+        return result

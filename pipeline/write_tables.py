@@ -1,0 +1,54 @@
+"""Writing a job's tables as vlbeam's Parquet dataset: `WriteTables` stages every table of a
+`ProcessResult` under `DIR/_staging/<run_id>/` while the pipeline runs, and `publish` moves
+them into their `run=<run_id>` partitions once it has succeeded (`outputs/publish.py`), so
+readers never see a half-written run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import apache_beam as beam
+from apache_beam.pvalue import PCollection
+
+from vlbeam.outputs import publish as _publish
+from vlbeam.outputs.layout import join, staging_dir
+from vlbeam.transforms.rows import row_type
+from vlbeam.transforms.write import WriteTable
+
+
+class WriteTables(beam.PTransform):
+    """A `ProcessResult` (or any {table: PCollection of dict rows}) → Parquet files staged
+    for `run_id` under `output`. Call `publish(output, run_id)` after the pipeline
+    succeeded to make them visible."""
+
+    def __init__(self, output: str, run_id: str | None = None) -> None:
+        super().__init__()
+        self._output = output
+        self._run_id = run_id
+
+    def expand(self, tables: Mapping[str, PCollection]):
+        from vlbeam.schemas import TABLES
+
+        run_id = self._run_id or getattr(tables, "run_id", None)
+        if not run_id:
+            raise ValueError("WriteTables needs the run_id (a ProcessResult carries it)")
+        unknown = set(tables) - set(TABLES)
+        if unknown:
+            raise ValueError(f"unknown tables {sorted(unknown)}; tables are {list(TABLES)}")
+        staged = staging_dir(self._output, run_id)
+        written = {}
+        for table, rows in tables.items():
+            if rows.element_type is row_type(table):  # Process(as_rows=True): back to dicts
+                rows = rows | f"{table}AsDicts" >> beam.Map(lambda row: row._asdict())
+            folder = join(staged, table)
+            written[table] = rows | f"Write_{table}" >> WriteTable(folder, TABLES[table])
+        return written
+
+
+def publish(output: str, run_id: str, mode: str = "overwrite") -> dict[str, list[str]]:
+    """Publish every table staged by `WriteTables` for `run_id` (an empty table is written
+    for one with no rows). `mode`: `overwrite` drops the other runs' partitions, `append`
+    keeps them. Returns the published files per table."""
+    from vlbeam.schemas import TABLES
+
+    return _publish.publish(output, run_id, TABLES, mode)
