@@ -53,9 +53,10 @@ def run(
 
     mode = "append" if opts.skip_existing else opts.output_mode
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    p | "Process" >> process | "WriteTables" >> WriteTables(opts.output)
+    tables = p | "Process" >> process
+    tables | "WriteTables" >> WriteTables(opts.output, run_id)
     manifest = RunManifest(run_id, opts, options)
-    sources = [*opts.input, *opts.input_manifest]
+    sources = [*(opts.input or ()), *(opts.input_manifest or ())]
     logger.info("vlbeam run %s: %s -> %s", run_id, ", ".join(sources), opts.output)
     try:
         try:

@@ -17,21 +17,21 @@ from vlbeam.transforms.write import WriteTable
 
 
 class WriteTables(beam.PTransform):
-    """A `ProcessResult` (or any {table: PCollection of dict rows}) → Parquet files staged
-    for `run_id` under `output`. Call `publish(output, run_id)` after the pipeline
-    succeeded to make them visible."""
+    """A `ProcessResult` (or any {table: PCollection of rows}) → Parquet files staged for
+    `run_id` (use the `Process`'s: `process.run_id`) under `output`. Call
+    `publish(output, run_id)` after the pipeline succeeded to make them visible."""
 
-    def __init__(self, output: str, run_id: str | None = None) -> None:
+    def __init__(self, output: str, run_id: str) -> None:
         super().__init__()
+        if not run_id:
+            raise ValueError("WriteTables needs the run id of the Process it writes")
         self._output = output
         self._run_id = run_id
 
     def expand(self, tables: Mapping[str, PCollection]):
         from vlbeam.schemas import TABLES
 
-        run_id = self._run_id or getattr(tables, "run_id", None)
-        if not run_id:
-            raise ValueError("WriteTables needs the run_id (a ProcessResult carries it)")
+        run_id = self._run_id
         unknown = set(tables) - set(TABLES)
         if unknown:
             raise ValueError(f"unknown tables {sorted(unknown)}; tables are {list(TABLES)}")

@@ -123,6 +123,7 @@ def test_failure_from_exception_and_row() -> None:
         "error_type": "InvalidPdf",
         "message": "broken",
         "run_id": "run-1",
+        "meta": None,
     }
 
 
