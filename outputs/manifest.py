@@ -163,7 +163,8 @@ class RunManifest:
         self._secrets: set[str] = set()
         self._base = {
             "run_id": run_id,
-            "inputs": [absolute_uri(p) for p in opts.input],
+            "inputs": [absolute_uri(p) for p in opts.input or ()],
+            "input_manifests": [absolute_uri(p) for p in opts.input_manifest or ()],
             "output": absolute_uri(opts.output),
             "options": safe_options(options, self._secrets),
             "versions": package_versions(),

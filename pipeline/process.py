@@ -142,7 +142,8 @@ class Process(beam.PTransform):
         ocr_p = ocr_prompt(job.ocr_prompt_file)
         queries = read_queries(list(job.query), job.queries_file)
         ground_p = grounding_prompt(job.grounding_prompt_file, queries)
-        video_cfg, render_cfg, policy = self.settings.video, self.settings.render, self.settings.policy
+        video_cfg, render_cfg = self.settings.video, self.settings.render
+        policy = self.settings.policy
         run_id = self.run_id
         page_prov = Provenance(model, backend.backend, ocr_p.prompt_id, run_id, backend.provider)
         video_prov = Provenance(
@@ -239,9 +240,8 @@ class Process(beam.PTransform):
         missing = set(TABLES) ^ set(tables)
         if missing:  # a table registered in schemas.TABLES that the job doesn't make
             raise RuntimeError(f"tables and schemas.TABLES differ: {sorted(missing)}")
-        result = ProcessResult(
-            (name, tables[name] | f"{name}AsRows" >> ToRows(name) if self._as_rows else tables[name])
-            for name in TABLES
-        )
+        if self._as_rows:
+            tables = {name: rows | f"{name}AsRows" >> ToRows(name) for name, rows in tables.items()}
+        result = ProcessResult((name, tables[name]) for name in TABLES)
         result.run_id = self.run_id
         return result

@@ -17,6 +17,13 @@ from vlbeam.transforms.backends.qwen_transformers import TransformersQwenHandler
 SAMPLES_GLOB = str(Path(__file__).resolve().parents[1] / "samples" / "*.pdf")
 
 
+def columns_of(schema) -> list[tuple]:
+    """(name, type, nullable) of each column: what `Schema.equals` compares, except the name
+    of a map's entries field (pyarrow's Parquet reader names it after the column, so a
+    schema read back from a file never `equals` the declared one)."""
+    return [(f.name, f.type, f.nullable) for f in schema]
+
+
 def read_table(out: Path, table: str) -> list[dict]:
     return pq.read_table(out / table).to_pylist()
 

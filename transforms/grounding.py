@@ -9,8 +9,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from vlbeam.schemas.config import Prompt
-from vlbeam.schemas.meta import Meta, meta_column
 from vlbeam.schemas.elements import Provenance, VLRequest, VLResult, WindowFrames, WindowRef
+from vlbeam.schemas.meta import Meta, meta_column
 from vlbeam.transforms.answers.degenerate import quality_flags
 from vlbeam.transforms.answers.grounding_parse import (
     MergedSpan,

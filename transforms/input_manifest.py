@@ -12,6 +12,8 @@ the same inputs as elements given to `vlbeam.Process`: a row with no `uri` is an
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -44,9 +46,16 @@ def manifest_format(path: str) -> str:
     )
 
 
-def _open(path: str, kind: str):
-    compression = CompressionTypes.UNCOMPRESSED if kind == "parquet" else CompressionTypes.AUTO
-    return FileSystems.open(path, compression_type=compression)
+@contextlib.contextmanager
+def _open(path: str):
+    """The manifest's bytes (a `.gz` one decompressed by Python's gzip, which pyarrow's
+    readers read like any file)."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        if path.lower().endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unpacked:
+                yield unpacked
+        else:
+            yield raw
 
 
 def _batches(handle, kind: str, names: list[str] | None = None) -> Iterator[pa.RecordBatch]:
@@ -75,7 +84,7 @@ def manifest_columns(path: str) -> list[str]:
     manifest stops the job before any work."""
     kind = manifest_format(path)
     try:
-        with _open(path, kind) as handle:
+        with _open(path) as handle:
             if kind == "parquet":
                 import pyarrow.parquet as pq
 
@@ -102,7 +111,7 @@ def manifest_rows(path: str) -> Iterator[dict]:
     a time."""
     kind = manifest_format(path)
     names = manifest_columns(path) if kind == "csv" else None
-    with _open(path, kind) as handle:
+    with _open(path) as handle:
         for batch in _batches(handle, kind, names):
             yield from batch.to_pylist()
 

@@ -8,8 +8,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from vlbeam.schemas.config import PagePolicy, Prompt
-from vlbeam.schemas.meta import meta_column
 from vlbeam.schemas.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
+from vlbeam.schemas.meta import meta_column
 from vlbeam.transforms.answers.degenerate import quality_flags
 from vlbeam.transforms.dead_letter import NAMESPACE
 from vlbeam.transforms.media.text_layer import TEXT_SOURCE_MODEL, text_layer_agreement

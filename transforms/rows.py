@@ -32,8 +32,8 @@ def row_type(table: str) -> type:
     return schemas.named_tuple_from_schema(beam_schema)
 
 
-def to_row(table: str, row: dict):
-    """One table row (a dict with the table's columns) as its Beam row type."""
+def to_row(row: dict, table: str):
+    """One row of `table` (a dict with the table's columns) as its Beam row type."""
     return row_type(table)(**row)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from vlbeam.outputs.report.model import Report, ReportLimits
 from vlbeam.outputs.report.views import Document, Thumb
+from vlbeam.schemas.ids import document_id
+from vlbeam.schemas.meta import normalize_meta
 from vlbeam.transforms.media.files import read_uri
 
 
@@ -122,7 +124,8 @@ class Thumbnailer:
                 n: self._unavailable(f"no thumbnail: cannot read source ({exc})")
                 for n in page_numbers
             }
-        if hashlib.sha256(data).hexdigest() != doc.doc_id:
+        carried = normalize_meta(dict(doc.meta or ()))  # a map column reads as pairs
+        if document_id(hashlib.sha256(data).hexdigest(), carried) != doc.doc_id:
             return {
                 n: self._unavailable(
                     "no thumbnail: the source changed since the run (its SHA-256 is not the doc_id)"

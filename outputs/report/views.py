@@ -50,6 +50,7 @@ class Document(_FromRow):
     num_pages: int | None = None
     duration_s: float | None = None
     num_failures: int = 0
+    meta: Any = None  # the input's carried keys (its doc_id hashes them with the content)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ DUCKDB_TYPES = {
         "size_bytes": "BIGINT", "status": "VARCHAR", "num_pages": "INTEGER",
         "duration_s": "DOUBLE", "num_failures": "INTEGER", "model": "VARCHAR",
         "backend": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
+        "meta": "MAP(VARCHAR, VARCHAR)",
     },
     "pages": {
         "doc_id": "VARCHAR", "source_uri": "VARCHAR", "page_number": "INTEGER",
@@ -44,6 +45,7 @@ DUCKDB_TYPES = {
         "finish_reason": "VARCHAR", "latency_s": "DOUBLE", "provider": "VARCHAR",
         "served_model": "VARCHAR", "request_id": "VARCHAR", "reasoning": "VARCHAR",
         "cost_usd": "DOUBLE", "run_id": "VARCHAR",
+        "meta": "MAP(VARCHAR, VARCHAR)",
     },
     "video_windows": {
         "doc_id": "VARCHAR", "source_uri": "VARCHAR", "window_index": "INTEGER",
@@ -55,16 +57,19 @@ DUCKDB_TYPES = {
         "provider": "VARCHAR", "served_model": "VARCHAR", "request_id": "VARCHAR",
         "reasoning": "VARCHAR", "cost_usd": "DOUBLE", "grounding_pass": "VARCHAR",
         "candidate_queries": "VARCHAR[]", "coarse_windows": "INTEGER[]", "run_id": "VARCHAR",
+        "meta": "MAP(VARCHAR, VARCHAR)",
     },
     "video_events": {
         "doc_id": "VARCHAR", "source_uri": "VARCHAR", "query": "VARCHAR",
         "start_s": "DOUBLE", "end_s": "DOUBLE", "description": "VARCHAR",
         "window_indexes": "INTEGER[]", "coarse_window_indexes": "INTEGER[]",
         "model": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
+        "meta": "MAP(VARCHAR, VARCHAR)",
     },
     "failures": {
         "source_uri": "VARCHAR", "doc_id": "VARCHAR", "stage": "VARCHAR", "unit": "INTEGER",
         "error_type": "VARCHAR", "message": "VARCHAR", "run_id": "VARCHAR",
+        "meta": "MAP(VARCHAR, VARCHAR)",
     },
 }  # fmt: skip
 
