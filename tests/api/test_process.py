@@ -103,7 +103,7 @@ def test_uris_and_keyed_dicts_through_a_hosted_api(tmp_path):
                         ("gone.pdf", "FileNotFound"),
                         ("notes.txt", "UnsupportedInput"),
                         ("", "InvalidInput"),
-                    ]  # fmt: skip
+                    ]
                 ),
                 label="Failures",
             )
@@ -116,7 +116,7 @@ def test_uris_and_keyed_dicts_through_a_hosted_api(tmp_path):
                         ("red_square.mp4", "ok"),
                         ("gone.pdf", "failed"),
                         ("notes.txt", "failed"),
-                    ]  # fmt: skip
+                    ]
                 ),
                 label="Documents",
             )
@@ -175,8 +175,8 @@ def test_the_same_file_with_other_keys_is_another_document(tmp_path):
         return (row["meta"] or {}).get("customer_id"), row["doc_id"]
 
     with TestPipeline() as p:
-        results = p | beam.Create(inputs) | vlbeam.Process(["--tasks", "ocr"],
-                                                           backend=fake_handler())  # fmt: skip
+        process = vlbeam.Process(["--tasks", "ocr"], backend=fake_handler())
+        results = p | beam.Create(inputs) | process
         expected = sorted(ids.items(), key=str)
         assert_that(results.documents | "DocIds" >> beam.Map(customer), equal_to(expected))
         assert_that(

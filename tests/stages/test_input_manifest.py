@@ -43,7 +43,7 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
         ("a.ndjson", "json"),
         ("a.parquet", "parquet"),
         ("a.pq", "parquet"),
-    ],  # fmt: skip
+    ],
 )
 def test_the_format_comes_from_the_name(name, kind):
     assert manifest_format(f"gs://b/{name}") == kind
@@ -51,7 +51,7 @@ def test_the_format_comes_from_the_name(name, kind):
 
 @pytest.mark.parametrize("name", ["a.txt", "a.parquet.gz", "manifest"])
 def test_an_unknown_manifest_name_is_refused(name):
-    with pytest.raises(ValueError, match="name it .csv"):
+    with pytest.raises(ValueError, match=r"name it \.csv"):
         manifest_format(name)
 
 
@@ -62,7 +62,7 @@ def test_rows_are_read_with_every_column(tmp_path, name):
         [
             {"uri": "a.pdf", "customer_id": "007", "n": 1},
             {"uri": "b.pdf", "customer_id": "8", "n": 2},
-        ],  # fmt: skip
+        ],
     )
     assert manifest_columns(str(path)) == ["uri", "customer_id", "n"]
     rows = list(manifest_rows(str(path)))
