@@ -7,6 +7,8 @@ and transforms.media; the job imports it.
 transforms.answers (reading a model's answers: degenerate answers, retries, grounding spans)
 stands beside media on the ground types: it imports `schemas` and itself only, and the stages
 and the job may import it.
+The package's top, `vlbeam` (api/__init__.py: the public names), stands over everything: it
+may import any layer, and no module of vlbeam imports it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # layer of a module → the vlbeam packages it may import
-ALLOWED = {
+LAYERS = {
     "vlbeam.schemas": {"vlbeam.schemas"},
     "vlbeam.transforms.media": {"vlbeam.schemas", "vlbeam.transforms.media"},
     "vlbeam.transforms.answers": {"vlbeam.schemas", "vlbeam.transforms.answers"},
@@ -49,9 +51,15 @@ ALLOWED = {
         "vlbeam.pipeline",
     },
 }
+ALLOWED = {**LAYERS, "vlbeam": {"vlbeam"} | set(LAYERS)}
+
+
+TOP = REPO / "api" / "__init__.py"  # is vlbeam/__init__.py (pyproject's package-dir)
 
 
 def _module_name(path: Path) -> str:
+    if path == TOP:
+        return "vlbeam"
     rel = path.relative_to(REPO).with_suffix("")
     return "vlbeam." + ".".join(part for part in rel.parts if part != "__init__")
 
@@ -64,16 +72,21 @@ def _vlbeam_imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("vlbeam.")}
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "vlbeam"}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vlbeam"):
             found.add(node.module)
     return found
 
 
 SOURCES = sorted(
-    p
-    for folder in ("schemas", "transforms", "pipeline", "runners", "outputs")
-    for p in (REPO / folder).rglob("*.py")
+    [
+        TOP,
+        *(
+            p
+            for folder in ("schemas", "transforms", "pipeline", "runners", "outputs")
+            for p in (REPO / folder).rglob("*.py")
+        ),
+    ]
 )
 
 
@@ -87,9 +100,11 @@ def test_no_import_runs_upward(path):
 
 def test_the_layer_picture_covers_every_package():
     packages = {_module_name(p.parent / "__init__.py") for p in SOURCES if p.name == "__init__.py"}
-    for package in packages:
+    for package in packages:  # only the top itself is in the top's layer
         assert _layer(package) in ALLOWED, package
+        assert (_layer(package) == "vlbeam") == (package == "vlbeam"), package
     assert {
+        "vlbeam",
         "vlbeam.transforms.media",
         "vlbeam.transforms.backends",
         "vlbeam.transforms.answers",
@@ -179,3 +194,18 @@ def test_the_planners_and_answer_checks_import_no_beam():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_nothing_imports_the_top_and_the_top_imports_no_beam():
+    """`vlbeam/__init__.py` is the public face: no module imports it (a module that did
+    would load every public name), and importing it loads neither Beam nor pyarrow."""
+    import subprocess
+    import sys
+
+    for path in SOURCES:
+        if path != TOP:
+            assert "vlbeam" not in _vlbeam_imports(path), path
+    assert _module_name(TOP) == "vlbeam" and _layer("vlbeam") == "vlbeam"
+    code = "import sys, vlbeam; print('apache_beam' in sys.modules, 'pyarrow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

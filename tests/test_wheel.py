@@ -38,6 +38,10 @@ def test_the_wheel_has_every_package_and_the_prompts(unpacked_wheel):
     for top in ("pipeline", "transforms", "schemas", "runners", "outputs"):
         for path in (REPO / top).rglob("*.py"):
             assert (unpacked_wheel / "vlbeam" / path.relative_to(REPO)).is_file(), path
+    # the package's top is api/__init__.py, with its py.typed marker
+    for name in ("__init__.py", "py.typed"):
+        assert (unpacked_wheel / "vlbeam" / name).read_bytes() == (REPO / "api" / name).read_bytes()
+    assert not (unpacked_wheel / "api").exists()
     assert list((unpacked_wheel / "vlbeam" / "pipeline" / "prompts").glob("*.txt"))
     # the report's templates, stylesheet and script ship as package data
     report = REPO / "outputs" / "report"
@@ -56,6 +60,10 @@ import vlbeam.outputs.report.render as render
 assert render.__file__.startswith({str(unpacked_wheel)!r}), render.__file__
 assert "script-src 'sha256-" in render.content_security_policy()
 assert render.environment().get_template("report.html.j2")
+import vlbeam
+assert vlbeam.__file__.startswith({str(unpacked_wheel)!r}), vlbeam.__file__
+from vlbeam import Process, Settings, WriteTables
+assert Process.__module__ == "vlbeam.pipeline.process", Process.__module__
 worker = helper.HelperProcess()
 data = open({str(REPO / "samples" / "born_digital.pdf")!r}, "rb").read()
 assert worker.count_pages("0" * 64, data, None) == 1
