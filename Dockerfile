@@ -39,6 +39,7 @@ COPY transforms /src/transforms
 COPY schemas /src/schemas
 COPY runners /src/runners
 COPY outputs /src/outputs
+COPY api /src/api
 RUN pip install -c /src/constraints.txt "/src[transformers,video,pdf2image,openai,duckdb,report]" \
  && python -c "import vlbeam.pipeline.run, vlbeam.transforms.backends.qwen_transformers, av, pypdfium2, aiohttp"
 
