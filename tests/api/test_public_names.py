@@ -62,3 +62,8 @@ def test_import_vlbeam_loads_neither_beam_nor_pyarrow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_every_table_is_an_attribute_of_the_result():
+    tables = [n for n in vlbeam.ProcessResult.__annotations__ if n != "run_id"]
+    assert tables == list(vlbeam.TABLES)
