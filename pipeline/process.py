@@ -18,17 +18,19 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PBegin, PCollection
 
 from vlbeam.outputs.layout import table_glob
-from vlbeam.pipeline.prompts import grounding_prompt, ocr_prompt, read_queries
+from vlbeam.pipeline.prompts import coarse_prompt, grounding_prompt, ocr_prompt, read_queries
 from vlbeam.pipeline.settings import Settings, make_backend
-from vlbeam.schemas.elements import PageRef, Provenance
+from vlbeam.schemas.elements import PageRef, Provenance, VideoWindow
 from vlbeam.schemas.ids import new_run_id
 from vlbeam.schemas.meta import normalize_meta
 from vlbeam.transforms.backends.engine import InferenceBackend
+from vlbeam.transforms.coarse_to_fine import RefineFromCoarse
 from vlbeam.transforms.documents import SummarizeDocuments
 from vlbeam.transforms.grounding import GroundVideo
 from vlbeam.transforms.inference import InferUnits
 from vlbeam.transforms.ingest import IngestFiles, MatchPatterns, ToInputFiles
 from vlbeam.transforms.input_manifest import ReadManifests, manifest_columns
+from vlbeam.transforms.media.work_units import VideoConfig
 from vlbeam.transforms.ocr import ToPageRows
 from vlbeam.transforms.plan import PlanWork
 from vlbeam.transforms.rows import ToRows
@@ -88,6 +90,30 @@ def done_documents(p: beam.Pipeline, output: str, model: str, backend: str):
     )
 
 
+def grounding_video_config(cfg: VideoConfig, queries: list[str]) -> VideoConfig:
+    """The video config the job runs with: the event timeline (no queries) stays dense."""
+    if cfg.strategy.coarse_to_fine and not queries:
+        logger.warning(
+            "--grounding-strategy coarse-to-fine grounds queries (--query, --queries-file); "
+            "without any, the event timeline is grounded densely"
+        )
+        return cfg.dense()
+    return cfg
+
+
+def refine_pass(units, coarse_results, infer: InferUnits, plan_args: tuple):
+    """Coarse-to-fine: the coarse pass's answers → refine windows → the same inference
+    stage again (sharing its engine: one per worker process). Returns (the refine pass's
+    (WindowRef, VLResult), dict of the coarse pass's `windows` rows, `ok` inputs and the
+    refine pass's `failures`)."""
+    coarse_windows = units | "CoarseWindows" >> beam.Filter(
+        lambda unit: isinstance(unit, VideoWindow) and unit.grounding_pass.name == "coarse"
+    )
+    planned = (coarse_windows, coarse_results) | "PlanRefine" >> RefineFromCoarse(*plan_args)
+    refined = planned["units"] | "InferRefine" >> InferUnits.sharing(infer)
+    return refined["results"], {**planned, "failures": refined["failures"]}
+
+
 class Process(beam.PTransform):
     """Inputs → `ProcessResult` (one PCollection per output table).
 
@@ -134,7 +160,9 @@ class Process(beam.PTransform):
         ocr_p = ocr_prompt(job.ocr_prompt_file)
         queries = read_queries(list(job.query), job.queries_file)
         ground_p = grounding_prompt(job.grounding_prompt_file, queries)
-        video_cfg, render_cfg = self.settings.video, self.settings.render
+        video_cfg = grounding_video_config(self.settings.video, queries)
+        render_cfg = self.settings.render
+        coarse_p = coarse_prompt(job.coarse_prompt_file, queries)
         policy = self.settings.policy
         run_id = self.run_id
         page_prov = Provenance(model, backend.backend, ocr_p.prompt_id, run_id, backend.provider)
@@ -154,27 +182,38 @@ class Process(beam.PTransform):
 
         to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
         planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
-        inferred = planned["units"] | "Infer" >> InferUnits(
-            backend, render_cfg, video_cfg, ocr_p, ground_p, policy
-        )
+        infer = InferUnits(backend, render_cfg, video_cfg, ocr_p, ground_p, policy, coarse_p)
+        inferred = planned["units"] | "Infer" >> infer
         page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
             lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
         )
         page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov, policy))
+        coarse_prov = Provenance(
+            model, backend.backend, coarse_p.prompt_id, run_id, backend.provider
+        )
+        if video_cfg.strategy.coarse_to_fine:
+            window_results, coarse = refine_pass(
+                planned["units"], window_results, infer, (coarse_prov, queries, video_cfg)
+            )
         grounded = window_results | "Grounding" >> GroundVideo(
             video_prov, queries, gap_s=1.0 / video_cfg.sampling.fps
         )
+        window_rows, ok_windows = [grounded["windows"]], [grounded["ok"]]
+        unit_failures = [inferred["failures"], grounded["failures"]]
+        if video_cfg.strategy.coarse_to_fine:
+            window_rows.append(coarse["windows"])
+            ok_windows.append(coarse["ok"])
+            unit_failures.append(coarse["failures"])
         failures = (
             *early_failures,
             ingest["failures"],
             planned["failures"],
-            inferred["failures"],
-            grounded["failures"],
+            *unit_failures,
         ) | "AllFailures" >> beam.Flatten()
         facts = (planned["facts"], ingest["skipped"]) | "AllFacts" >> beam.Flatten()
         ok_units = (
             page_rows | "OkPages" >> beam.Map(_ok_page_key),
-            grounded["ok"],
+            *ok_windows,
         ) | "AllOkUnits" >> beam.Flatten()
         provenance = {
             "pdf": _vars_of(page_prov),
@@ -187,7 +226,7 @@ class Process(beam.PTransform):
         tables = {
             "documents": documents,
             "pages": page_rows,
-            "video_windows": grounded["windows"],
+            "video_windows": window_rows | "AllWindowRows" >> beam.Flatten(),
             "video_events": grounded["events"],
             "failures": failures | "FailureRows" >> beam.Map(lambda f: f.to_row(run_id)),
         }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 VERSION_KEY = "vlbeam.schema_version"
 TABLE_KEY = "vlbeam.table"
 

@@ -608,7 +608,8 @@ def test_window_row_and_event_row():
     assert row["frame_times_s"] == [10.0, 12.0, 14.0]
     assert (row["raw_output"], row["input_tokens"], row["prompt_id"]) == ("[]", 100, "timeline_v1")
     merged = MergedSpan("cat", 11.0, 13.0, None, (2, 3))
-    event = event_row(("doc1", "file:///v.mp4", (("k", "v"),)), merged, PROV)
+    event = event_row(("doc1", "file:///v.mp4"), merged, PROV, meta=(("k", "v"),))
+    assert event["meta"] == {"k": "v"}
     assert event["window_indexes"] == [2, 3]
     assert (event["query"], event["start_s"], event["end_s"]) == ("cat", 11.0, 13.0)
     assert (event["doc_id"], event["run_id"], event["model"]) == ("doc1", "r1", "m")
