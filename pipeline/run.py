@@ -16,6 +16,7 @@ from vlbeam.outputs.publish import publish
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
+    layout_config,
     model_config,
     page_policy,
     parse_tasks,
@@ -35,6 +36,7 @@ from vlbeam.transforms.documents import SummarizeDocuments
 from vlbeam.transforms.grounding import GroundVideo
 from vlbeam.transforms.inference import InferUnits
 from vlbeam.transforms.ingest import IngestFiles
+from vlbeam.transforms.layout import BLOCKS_TAG, LAYOUT_TAG, AssembleDocuments
 from vlbeam.transforms.ocr import ToPageRows
 from vlbeam.transforms.plan import PlanWork
 from vlbeam.transforms.write import WriteTable
@@ -54,7 +56,8 @@ def build_pipeline(
     """Wire the whole job onto `p` (no I/O happens here)."""
     tasks = parse_tasks(opts.tasks)
     model = backend.model_name
-    ocr_p = ocr_prompt(opts.ocr_prompt_file)
+    layout = layout_config(opts)
+    ocr_p = ocr_prompt(opts.ocr_prompt_file, layout.ocr_format)
     queries = read_queries(opts.query, opts.queries_file)
     ground_p = grounding_prompt(opts.grounding_prompt_file, queries)
     video_cfg, render_cfg = video_config(opts), render_config(opts)
@@ -80,7 +83,10 @@ def build_pipeline(
     page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
         lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
     )
-    page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov, policy))
+    page_out = page_results | "PageRows" >> beam.ParDo(
+        ToPageRows(page_prov, policy, layout)
+    ).with_outputs(BLOCKS_TAG, LAYOUT_TAG, main="pages")
+    page_rows = page_out.pages
     grounded = window_results | "Grounding" >> GroundVideo(
         video_prov, queries, gap_s=1.0 / video_cfg.sampling.fps
     )
@@ -105,11 +111,23 @@ def build_pipeline(
         "Documents" >> SummarizeDocuments(provenance, run_id)
     )
 
+    write_document_tables(write, page_out, facts, failures, page_prov)
     write(documents, "documents")
     write(page_rows, "pages")
     write(grounded["windows"], "video_windows")
     write(grounded["events"], "video_events")
     write(failures | "FailureRows" >> beam.Map(lambda f: f.to_row(run_id)), "failures")
+
+
+def write_document_tables(write, page_out, facts, failures, prov: Provenance) -> None:
+    """`blocks`, and each document's `document_text` and `tables` (assembled after inference
+    from the pages' small layout records)."""
+    write(page_out[BLOCKS_TAG], "blocks")
+    assembled = (page_out[LAYOUT_TAG], facts, failures) | "AssembleDocuments" >> AssembleDocuments(
+        prov
+    )
+    write(assembled["document_text"], "document_text")
+    write(assembled["tables"], "tables")
 
 
 def done_documents(p: beam.Pipeline, output: str, model: str, backend: str):

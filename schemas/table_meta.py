@@ -4,14 +4,15 @@
 any table, so a reader can tell which layout a file has without guessing from its columns.
 Version 1 is the unversioned layout written before this key existed (nullable list elements);
 version 3 added `pages.text_source`, `quality_flags`, `text_layer_agreement`, `retries` and
-`video_windows.quality_flags`.
+`video_windows.quality_flags`; version 4 added the tables `blocks`, `tables`, `figures` and
+`document_text`.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 VERSION_KEY = "vlbeam.schema_version"
 TABLE_KEY = "vlbeam.table"
 
