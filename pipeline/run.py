@@ -33,6 +33,7 @@ from vlbeam.schemas.elements import PageRef, Provenance
 from vlbeam.schemas.ids import new_run_id
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.documents import SummarizeDocuments
+from vlbeam.transforms.figures import FigureCropper
 from vlbeam.transforms.grounding import GroundVideo
 from vlbeam.transforms.inference import InferUnits
 from vlbeam.transforms.ingest import IngestFiles
@@ -77,8 +78,9 @@ def build_pipeline(
     to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
     planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
     policy = page_policy(opts)
+    cropper = FigureCropper(layout, page_prov) if layout.figures == "crop" else None
     inferred = planned["units"] | "Infer" >> InferUnits(
-        backend, render_cfg, video_cfg, ocr_p, ground_p, policy
+        backend, render_cfg, video_cfg, ocr_p, ground_p, policy, cropper
     )
     page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
         lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
@@ -112,6 +114,7 @@ def build_pipeline(
     )
 
     write_document_tables(write, page_out, facts, failures, page_prov)
+    write(inferred["figures"], "figures")
     write(documents, "documents")
     write(page_rows, "pages")
     write(grounded["windows"], "video_windows")

@@ -1,3 +1,4 @@
+# ruff: noqa: E501, RUF001  (the cookbook answer is quoted as published: one element a line, its Chinese punctuation)
 """QwenVL HTML answers → blocks: the published format (Qwen3-VL cookbook output, Qwen2.5-VL
 example) and what models really emit (fences, unclosed tags, loose text, broken boxes)."""
 
@@ -20,7 +21,7 @@ COOKBOOK_QWEN3 = """<html><body><div class="image" data-bbox="104 29 455 75"></d
 <div class="text" data-bbox="410 209 519 230">投资要点</div>
 <div class="table" data-bbox="409 765 932 930"><table><thead><tr><th></th><th>2015A</th><th>2016A</th></tr></thead><tbody><tr><td>营业收入</td><td>312</td><td>359</td></tr></tbody></table></div>
 <div class="text" data-bbox="766 52 928 89">汽车和汽车零部件
-2017 年 08 月 05 日</div></body></html>"""  # noqa: E501
+2017 年 08 月 05 日</div></body></html>"""
 
 # The Qwen2.5-VL cookbook's example (upstream QwenLM/Qwen3-VL@a065f96), abridged.
 COOKBOOK_QWEN25 = """<html><body>

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 CATEGORIES = (
@@ -132,6 +133,33 @@ def grid_to_page(box: tuple[float, float, float, float], frame: PageFrame) -> di
         "x1": round(x1 * sx, 3),
         "y1": round(y1 * sy, 3),
     }
+
+
+# A paragraph that starts like a caption: "Figure 3:", "Fig. 2.", "Chart 1 -", "Abbildung 4"
+_CAPTION_START = re.compile(
+    r"^\W{0,3}(fig(ure)?|chart|graph|diagram|image|photo|plate|illustration|exhibit|map|"
+    r"abbildung|abb|figura|图|圖)\.?\s*[\dIVXivx]*\s*[.:)\-\u2013\u2014\uff1a]",
+    re.IGNORECASE,
+)
+MAX_CAPTION_CHARS = 400
+
+
+def looks_like_caption(text: str) -> bool:
+    return len(text) <= MAX_CAPTION_CHARS and bool(_CAPTION_START.match(text.strip()))
+
+
+def figure_caption(blocks: Sequence[Block], index: int) -> str | None:
+    """The caption of the figure at `index`: the block just below it, then the one just above
+    it, if labelled `caption` or a short paragraph that starts like one ("Figure 3:"); None
+    if neither is."""
+    for near in (index + 1, index - 1):
+        if 0 <= near < len(blocks):
+            block = blocks[near]
+            if block.category == "caption" and block.text.strip():
+                return block.text.strip()
+            if block.category == "paragraph" and looks_like_caption(block.text):
+                return block.text.strip()
+    return None
 
 
 def union_box(boxes) -> tuple[float, float, float, float] | None:

@@ -2,7 +2,9 @@
 from the text layer (`--text-layer-policy prefer`), so every page has blocks.
 
 pdfium's text rectangles are runs of one line in one font. Runs whose vertical extents
-overlap by more than half the smaller height are one line (joined left to right); lines follow
+overlap by more than half the smaller height are one line (joined left to right, a space
+between runs further apart than `WORD_GAP` line heights: a font change inside a word, as small
+capitals, splits a run without a gap); lines follow
 in the page's text order, and a line joins the paragraph above it when the gap between them is
 under `PARAGRAPH_GAP` line heights and they overlap horizontally. Every paragraph is one
 `paragraph` block with its lines' union box (categories beyond paragraph need the model;
@@ -24,10 +26,19 @@ def _same_line(a: TextLine, b: TextLine) -> bool:
     return overlap > 0.5 * min(a.y1 - a.y0, b.y1 - b.y0)
 
 
+# Runs further apart than this share of the line's height are separate words: a space between
+WORD_GAP = 0.2
+
+
 def _joined(runs: list[TextLine]) -> TextLine:
     runs = sorted(runs, key=lambda r: r.x0)
+    height = max(r.y1 - r.y0 for r in runs)
+    text = runs[0].text
+    for before, run in zip(runs, runs[1:], strict=False):
+        gap = run.x0 - before.x1
+        text += (" " if gap > WORD_GAP * height else "") + run.text
     return TextLine(
-        " ".join(r.text for r in runs),
+        text,
         min(r.x0 for r in runs),
         min(r.y0 for r in runs),
         max(r.x1 for r in runs),

@@ -218,19 +218,25 @@ MAX_TEXT_RECTS = 20_000
 
 def text_lines(page) -> tuple[TextLine, ...]:
     """The text layer of an open pypdfium2 page as lines with boxes (pdfium's text rectangles:
-    runs of characters on one line in one font), in the page's own order."""
+    runs of characters on one line in one font), in the page's own order; runs outside the
+    crop box are left out, boxes cut to it."""
     textpage = page.get_textpage()
     try:
         n = textpage.count_rects()
         if n > MAX_TEXT_RECTS:
             return ()
         cropbox, rotation = page.get_cropbox(), page.get_rotation()
+        width, height = page.get_size()  # as displayed
         lines = []
         for i in range(n):
             rect = textpage.get_rect(i)
+            x0, y0, x1, y1 = display_rect(rect, cropbox, rotation)
+            x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)
+            if x1 <= x0 or y1 <= y0:  # outside the crop box: not on the page as shown
+                continue
             text = clean_text_layer(textpage.get_text_bounded(*rect).replace("\r\n", " "))
             if text:
-                lines.append(TextLine(text, *display_rect(rect, cropbox, rotation)))
+                lines.append(TextLine(text, x0, y0, x1, y1))
     finally:
         textpage.close()
     return tuple(lines)
