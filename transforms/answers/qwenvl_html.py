@@ -23,13 +23,12 @@ the block stays, without a box, and is counted).
 from __future__ import annotations
 
 from vlbeam.transforms.answers.blocks import Block, ParsedPage, parse_box, union_box
-from vlbeam.transforms.answers.html_markdown import (
+from vlbeam.transforms.answers.html_inline import (
     BLOCK_TAGS,
-    block_markdown,
-    formula_markdown,
     inline_markdown,
     paragraphs_markdown,
 )
+from vlbeam.transforms.answers.html_markdown import block_markdown, formula_markdown
 from vlbeam.transforms.answers.html_tree import Element, parse_html
 
 # data-label / class word → category (lower case, '-' and ' ' as '_')

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 
+from vlbeam.transforms.answers.html_inline import inline_markdown
 from vlbeam.transforms.answers.html_tree import Element, parse_html
 
 MAX_SPAN = 1000  # a hostile colspan/rowspan can't blow a table up beyond this
@@ -64,8 +65,6 @@ def _rows_of(table: Element) -> list[tuple[Element, bool]]:
 
 
 def _cell_text(cell: Element) -> str:
-    from vlbeam.transforms.answers.html_markdown import inline_markdown
-
     return inline_markdown(cell).replace("\n", " ")
 
 

@@ -13,6 +13,7 @@ running headers and footers are found by repetition when the document is assembl
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from vlbeam.schemas.elements import TextLine
@@ -34,7 +35,7 @@ def _joined(runs: list[TextLine]) -> TextLine:
     runs = sorted(runs, key=lambda r: r.x0)
     height = max(r.y1 - r.y0 for r in runs)
     text = runs[0].text
-    for before, run in zip(runs, runs[1:], strict=False):
+    for before, run in itertools.pairwise(runs):
         gap = run.x0 - before.x1
         text += (" " if gap > WORD_GAP * height else "") + run.text
     return TextLine(
