@@ -111,6 +111,7 @@ def html_or_grounding_answers(model, batch, cfg):
         for r, a in zip(batch, answers, strict=True)
     ]
 
+
 RUN_IDS = ("nightly-20261201", None)  # an explicit id with a date in it, and the default
 
 
