@@ -224,3 +224,17 @@ def test_text_layer_pages_get_blocks_and_lose_the_books_running_heads(tmp_path, 
     assert any(r.startswith("INTRODUCTION") for r in doc["removed"])
     assert "RCA\u2019s president, David Sarnoff" in text  # the body stays
     assert doc["status"] == "complete" and len(doc["page_spans"]) == 10
+
+
+def test_the_readme_query_finds_the_table_by_its_header(html_run):
+    import re
+
+    import duckdb
+
+    out, _ = html_run
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    query = re.search(r"```sql\n(SELECT doc_id, source_uri, page_numbers.*?)```", readme, re.S)
+    sql = query.group(1).replace("'out/tables", f"'{out}/tables")
+    with duckdb.connect() as con:
+        found = con.execute(sql).fetchall()
+    assert [(r[2], r[3], r[4]) for r in found] == [([1, 2], 0, 4)]
