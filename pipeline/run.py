@@ -16,6 +16,7 @@ from vlbeam.outputs.publish import publish
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
+    layout_config,
     model_config,
     page_policy,
     parse_tasks,
@@ -34,9 +35,11 @@ from vlbeam.schemas.ids import new_run_id
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.coarse_to_fine import RefineFromCoarse
 from vlbeam.transforms.documents import SummarizeDocuments
+from vlbeam.transforms.figures import FigureCropper
 from vlbeam.transforms.grounding import GroundVideo
 from vlbeam.transforms.inference import InferUnits, close_idle_engines
 from vlbeam.transforms.ingest import IngestFiles
+from vlbeam.transforms.layout import BLOCKS_TAG, LAYOUT_TAG, AssembleDocuments
 from vlbeam.transforms.media.work_units import VideoConfig
 from vlbeam.transforms.ocr import ToPageRows
 from vlbeam.transforms.plan import PlanWork
@@ -57,7 +60,8 @@ def build_pipeline(
     """Wire the whole job onto `p` (no I/O happens here)."""
     tasks = parse_tasks(opts.tasks)
     model = backend.model_name
-    ocr_p = ocr_prompt(opts.ocr_prompt_file)
+    layout = layout_config(opts)
+    ocr_p = ocr_prompt(opts.ocr_prompt_file, layout.ocr_format)
     queries = read_queries(opts.query, opts.queries_file)
     ground_p = grounding_prompt(opts.grounding_prompt_file, queries)
     video_cfg, render_cfg = grounding_video_config(video_config(opts), queries), render_config(opts)
@@ -78,12 +82,16 @@ def build_pipeline(
     to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
     planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
     policy = page_policy(opts)
-    infer = InferUnits(backend, render_cfg, video_cfg, ocr_p, ground_p, policy, coarse_p)
+    cropper = FigureCropper(layout, page_prov) if layout.figures == "crop" else None
+    infer = InferUnits(backend, render_cfg, video_cfg, ocr_p, ground_p, policy, coarse_p, cropper)
     inferred = planned["units"] | "Infer" >> infer
     page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
         lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
     )
-    page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov, policy))
+    page_out = page_results | "PageRows" >> beam.ParDo(
+        ToPageRows(page_prov, policy, layout)
+    ).with_outputs(BLOCKS_TAG, LAYOUT_TAG, main="pages")
+    page_rows = page_out.pages
     coarse_prov = Provenance(model, backend.backend, coarse_p.prompt_id, run_id, backend.provider)
     if video_cfg.strategy.coarse_to_fine:
         window_results, coarse = refine_pass(
@@ -118,6 +126,8 @@ def build_pipeline(
         "Documents" >> SummarizeDocuments(provenance, run_id)
     )
 
+    write_document_tables(write, page_out, facts, failures, page_prov)
+    write(inferred["figures"], "figures")
     write(documents, "documents")
     write(page_rows, "pages")
     write(window_rows | "AllWindowRows" >> beam.Flatten(), "video_windows")
@@ -147,6 +157,17 @@ def refine_pass(units, coarse_results, infer: InferUnits, plan_args: tuple):
     planned = (coarse_windows, coarse_results) | "PlanRefine" >> RefineFromCoarse(*plan_args)
     refined = planned["units"] | "InferRefine" >> InferUnits.sharing(infer)
     return refined["results"], {**planned, "failures": refined["failures"]}
+
+
+def write_document_tables(write, page_out, facts, failures, prov: Provenance) -> None:
+    """`blocks`, and each document's `document_text` and `tables` (assembled after inference
+    from the pages' small layout records)."""
+    write(page_out[BLOCKS_TAG], "blocks")
+    assembled = (page_out[LAYOUT_TAG], facts, failures) | "AssembleDocuments" >> AssembleDocuments(
+        prov
+    )
+    write(assembled["document_text"], "document_text")
+    write(assembled["tables"], "tables")
 
 
 def done_documents(p: beam.Pipeline, output: str, model: str, backend: str):

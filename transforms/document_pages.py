@@ -82,6 +82,10 @@ class PageRenderer:
                 text_layer=rendered.text_layer,
                 blank=rendered.blank,
                 image_coverage=rendered.image_coverage,
+                page_width=rendered.page_width,
+                page_height=rendered.page_height,
+                page_unit=rendered.page_unit,
+                text_lines=rendered.text_lines,
             )
             yield PageImage(ref=ref, image=rendered.image, image_format=rendered.image_format)
         logger.info(

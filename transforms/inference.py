@@ -16,8 +16,9 @@ never blocks forever: no result for the engine's `stall_timeout_s` opens its bre
 `RunAborted` (not an Exception, so Beam won't tear the bundle down) tears down what the
 bundle started before it propagates.
 
-Output: (PageRef | WindowRef, VLResult) for results that came back, and `failures` (stage
-`render`, `decode` or `inference`).
+Output: (PageRef | WindowRef, VLResult) for results that came back, `failures` (stage
+`render`, `decode` or `inference`), and with `--figures crop` the `figures` rows cropped from
+each page image when its answer arrives (`transforms/figures.py`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from vlbeam.transforms.answers.retry import Answer, better_answer, retry_tempera
 from vlbeam.transforms.backends.engine import Engine, InferenceBackend, InFlightBound
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.document_pages import PageRenderer
+from vlbeam.transforms.figures import FIGURES_TAG, FigureCropper
 from vlbeam.transforms.grounding import window_request
 from vlbeam.transforms.helper_pool import HelperPool, UnitFeed, resolve_workers
 from vlbeam.transforms.media.text_layer import clean_text_layer, decide_page
@@ -210,9 +212,11 @@ class _InferUnits(beam.DoFn):
         grounding_prompt: Prompt,
         policy: PagePolicy = DEFAULT_POLICY,
         coarse_prompt: Prompt | None = None,
+        figures: FigureCropper | None = None,
     ) -> None:
         self._backend = backend
         self._policy = policy
+        self._figures = figures  # --figures crop: crop from the page image right here
         self._render, self._video = render, video
         self._ocr_prompt, self._grounding_prompt = ocr_prompt, grounding_prompt
         self._coarse_prompt = coarse_prompt or grounding_prompt  # the coarse pass's
@@ -386,6 +390,9 @@ class _InferUnits(beam.DoFn):
                     self._submit(retry)
                     continue
             if result.ok:
+                if self._figures is not None and isinstance(entry.key, PageRef):
+                    for row in self._figures.rows(entry.key, result, entry.request.images[0]):
+                        yield beam.pvalue.TaggedOutput(FIGURES_TAG, row)
                 yield entry.key, result
             else:
                 yield dead_letter(
@@ -422,6 +429,6 @@ class InferUnits(beam.PTransform):
 
     def expand(self, units):
         out = units | "RenderDecodeInfer" >> beam.ParDo(self._fn).with_outputs(
-            FAILURES_TAG, main="results"
+            FAILURES_TAG, FIGURES_TAG, main="results"
         )
-        return {"results": out.results, "failures": out[FAILURES_TAG]}
+        return {"results": out.results, "failures": out[FAILURES_TAG], "figures": out[FIGURES_TAG]}
