@@ -100,7 +100,7 @@ def format_plan(plan: Plan) -> str:
             ""
             if total["cost_usd"] is not None
             else "; no cost without --price-input-per-mtok and --price-output-per-mtok"
-        )  # fmt: skip
+        )
     )
     failing = [f for f in plan.files if f.error]
     if failing or total["failing_pages"]:

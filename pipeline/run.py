@@ -13,6 +13,12 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from vlbeam.outputs.layout import join, staging_dir, table_glob
 from vlbeam.outputs.manifest import RunManifest
 from vlbeam.outputs.publish import publish
+from vlbeam.pipeline.budget import (
+    account_for,
+    check_budget_at_launch,
+    finish_budget,
+    start_progress,
+)
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
@@ -24,12 +30,6 @@ from vlbeam.pipeline.options import (
     server_api_config,
     server_spec,
     video_config,
-)
-from vlbeam.pipeline.budget import (
-    account_for,
-    check_budget_at_launch,
-    finish_budget,
-    start_progress,
 )
 from vlbeam.pipeline.prompts import coarse_prompt, grounding_prompt, ocr_prompt, read_queries
 from vlbeam.pipeline.summary import counters, format_summary

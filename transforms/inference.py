@@ -39,9 +39,9 @@ from apache_beam.transforms.window import GlobalWindows
 from vlbeam.schemas.config import PagePolicy, Prompt, RenderConfig
 from vlbeam.schemas.elements import (
     Failure,
-    PageRef,
     PageImage,
     PageRange,
+    PageRef,
     VideoWindow,
     VLRequest,
     VLResult,

@@ -11,9 +11,10 @@ the server would have to outlive the pipeline. A file needs no server, survives 
 crash, and costs one locked read-modify-write (microseconds) per model call. Beam's own
 metrics can't serve: workers can't read them while the job runs.
 
-`RunAccount` is what the inference stage counts into, with `--max-cost` on top: spend is counted from the tokens each call actually
-used (the server's usage, or the run's own count when it reports none), and once the spend
-has reached the budget `exhausted()` says so, and the inference stage sends no new request.
+`RunAccount` is what the inference stage counts into, with `--max-cost` on top: spend is
+counted from the tokens each call actually used (the server's usage, or the run's own count
+when it reports none), and once the spend has reached the budget `exhausted()` says so, and
+the inference stage sends no new request.
 """
 
 from __future__ import annotations
