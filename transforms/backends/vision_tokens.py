@@ -195,7 +195,12 @@ class TokenCounter:
 
     @cached_property
     def _tokenizer(self):
-        from tokenizers import Tokenizer
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ImportError(
+                "counting prompt tokens needs the model's tokenizer: install vlbeam[transformers]"
+            ) from None
 
         if not self.folder or not os.path.isfile(os.path.join(self.folder, "tokenizer.json")):
             raise FileNotFoundError(f"no tokenizer.json in {self.folder!r}")
@@ -203,9 +208,14 @@ class TokenCounter:
 
     @cached_property
     def _template(self):
-        import jinja2
-        import jinja2.ext
-        import jinja2.sandbox
+        try:
+            import jinja2
+            import jinja2.ext
+            import jinja2.sandbox
+        except ImportError:
+            raise ImportError(
+                "rendering the chat template needs Jinja2: install vlbeam[transformers]"
+            ) from None
 
         text = None
         if self.folder and os.path.isfile(os.path.join(self.folder, "chat_template.jinja")):
