@@ -16,6 +16,7 @@ import logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from vlbeam.pipeline.job_config import JobConfig, parse_tasks
+from vlbeam.pipeline.progress_display import RunControl
 from vlbeam.schemas.config import LayoutConfig, ModelConfig, PagePolicy, RenderConfig
 from vlbeam.schemas.flags import add_flags, flag_values, from_flags
 from vlbeam.transforms.backends.openai_protocol import (
@@ -41,6 +42,7 @@ SECTIONS = (
     ("video", (VideoConfig, SamplingConfig, GroundingStrategy)),
     ("managed inference servers (--backend vllm|sglang)", (ServerSpec,)),
     ("HTTP API backend (--backend openai)", (ApiConfig, ApiRouting)),
+    ("budget and progress", (RunControl,)),
 )
 
 # the ApiConfig fields a managed server's requests take from the flags (the rest are a
@@ -62,6 +64,10 @@ class VlbeamOptions(PipelineOptions):
 
 def job_config(opts: VlbeamOptions) -> JobConfig:
     return from_flags(JobConfig, opts)
+
+
+def run_control(opts: VlbeamOptions) -> RunControl:
+    return from_flags(RunControl, opts)
 
 
 def api_config(opts: VlbeamOptions) -> ApiConfig:

@@ -13,6 +13,12 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from vlbeam.outputs.layout import join, staging_dir, table_glob
 from vlbeam.outputs.manifest import RunManifest
 from vlbeam.outputs.publish import publish
+from vlbeam.pipeline.budget import (
+    account_for,
+    check_budget_at_launch,
+    finish_budget,
+    start_progress,
+)
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
@@ -43,6 +49,7 @@ from vlbeam.transforms.layout import BLOCKS_TAG, LAYOUT_TAG, AssembleDocuments
 from vlbeam.transforms.media.work_units import VideoConfig
 from vlbeam.transforms.ocr import ToPageRows
 from vlbeam.transforms.plan import PlanWork
+from vlbeam.transforms.run_ledger import RunAccount
 from vlbeam.transforms.write import WriteTable
 
 logger = logging.getLogger(__name__)
@@ -55,9 +62,14 @@ def _is_page(keyed) -> bool:
 
 
 def build_pipeline(
-    p: beam.Pipeline, opts: VlbeamOptions, backend: InferenceBackend, run_id: str
+    p: beam.Pipeline,
+    opts: VlbeamOptions,
+    backend: InferenceBackend,
+    run_id: str,
+    account: RunAccount | None = None,
 ) -> None:
-    """Wire the whole job onto `p` (no I/O happens here)."""
+    """Wire the whole job onto `p` (no I/O happens here). `account`: the run's ledger and
+    budget (`transforms/run_ledger.py`)."""
     tasks = parse_tasks(opts.tasks)
     model = backend.model_name
     layout = layout_config(opts)
@@ -80,10 +92,13 @@ def build_pipeline(
     ingest = patterns | "Ingest" >> IngestFiles(tasks, prompt_by_kind, done)
 
     to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
-    planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
+    ledger = account.ledger if account is not None else None
+    planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg, ledger)
     policy = page_policy(opts)
     cropper = FigureCropper(layout, page_prov) if layout.figures == "crop" else None
-    infer = InferUnits(backend, render_cfg, video_cfg, ocr_p, ground_p, policy, coarse_p, cropper)
+    infer = InferUnits(
+        backend, render_cfg, video_cfg, ocr_p, ground_p, policy, coarse_p, cropper, account=account
+    )
     inferred = planned["units"] | "Infer" >> infer
     page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
         lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
@@ -244,21 +259,26 @@ def run(
     if test_pipeline is None and not standard.runner:
         standard.runner = DEFAULT_RUNNER
     run_id = opts.run_id or new_run_id()
+    plan = check_budget_at_launch(opts)  # --max-cost: refuse before any work (None without)
 
     if model_handler is None:
         model_handler = make_backend(opts)
 
     mode = "append" if opts.skip_existing else opts.output_mode
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(p, opts, model_handler, run_id)
+    account = account_for(opts, standard.runner, run_id)
+    build_pipeline(p, opts, model_handler, run_id, account)
     manifest = RunManifest(run_id, opts, options)
+    manifest.start(opts.output, plan.totals() if plan is not None else None)
     logger.info("vlbeam run %s: %s -> %s", run_id, ", ".join(opts.input), opts.output)
+    display = start_progress(opts, account)
     try:
         try:
             result = p.run()
             state = result.wait_until_finish()
         finally:
             close_idle_engines()  # in-process runners: nothing outlives the run
+            live = display.stop() if display is not None else None
         if state not in (PipelineState.DONE, None):
             raise RuntimeError(f"pipeline ended in state {state}; previous output left in place")
         publish(opts.output, run_id, TABLES, mode)
@@ -269,6 +289,7 @@ def run(
     manifest.finish(opts.output, "succeeded", counts=values)
     print(format_summary(values, manifest.wall_s, opts.output, run_id))
     refuse_if_engine_unavailable(values)
+    finish_budget(account, live)  # raises BudgetExceeded when units were not sent
     return result
 
 

@@ -35,6 +35,7 @@ PINNED = {
     "PreflightFailed",
     "ServerCrash",
     "EngineUnavailable",
+    "BudgetExceeded",
     "ApiError",
     "RemoteError",
 }

@@ -137,6 +137,50 @@ def count_pages(data, password: str | None = None, path: str | None = None) -> i
     return n
 
 
+def rendered_sizes(doc_or_image, kind: str, cfg: RenderConfig) -> list:
+    """Per page, the (width, height) px a render would have, from the page boxes (pdfium
+    reads them without loading a page's content) or an image's header: nothing is rendered
+    or decoded. A page the run would refuse (`target_size` raises) is (error type, message)
+    instead. `doc_or_image`: an open pypdfium2 document, or an image's bytes. For
+    `vlbeam plan`; the rules are `target_size`'s and `render_image`'s."""
+    if kind == "image":
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = MAX_SOURCE_IMAGE_PIXELS
+        try:
+            with Image.open(io.BytesIO(bytes(doc_or_image))) as image:
+                width, height = image.size
+        except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+            raise InvalidImage(f"cannot decode image: {exc}") from None
+        return [_image_render_size(width, height, cfg)]
+    import pypdfium2 as pdfium
+
+    doc, sizes = doc_or_image, []
+    if len(doc) <= 0:
+        raise NoPages("PDF has no pages")
+    for index in range(len(doc)):
+        try:
+            sizes.append(_page_render_size(*doc.get_page_size(index), cfg))
+        except pdfium.PdfiumError as exc:  # the run's render fails on it the same way
+            sizes.append(("InvalidPdf", f"page {index + 1} cannot be loaded: {exc}"))
+    return sizes
+
+
+def _page_render_size(width: float, height: float, cfg: RenderConfig):
+    try:
+        return target_size(width, height, cfg)
+    except (DegeneratePage, PageTooLarge) as exc:
+        return type(exc).__name__, str(exc)
+
+
+def _image_render_size(width: int, height: int, cfg: RenderConfig):
+    """An image is only ever scaled down (an upright PNG within size passes unchanged)."""
+    size = _page_render_size(width, height, cfg)
+    if isinstance(size[0], str) or size[0] * size[1] < width * height:
+        return size
+    return width, height
+
+
 def render_pdf_page(
     doc, page_number: int, cfg: RenderConfig, pdf_path: str | None = None
 ) -> RenderedPage:
