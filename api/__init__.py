@@ -5,9 +5,10 @@ The public surface (README, "Use it from your own pipeline"); everything else is
 
 - `Process`: inputs (file URIs, or dicts with a `uri` key whose other keys are carried to
   every row as `meta`) → `ProcessResult`, one PCollection per output table
-  (`.documents`, `.pages`, `.video_windows`, `.video_events`, `.failures`).
+  (`.documents`, `.pages`, `.video_windows`, `.video_events`, `.failures`, `.blocks`,
+  `.tables`, `.figures`, `.document_text`).
 - `Settings`, and the configs it groups: `JobConfig`, `ModelConfig`, `RenderConfig`,
-  `PagePolicy`, `VideoConfig`, `ApiConfig`, `ServerSpec`.
+  `PagePolicy`, `VideoConfig`, `LayoutConfig`, `ApiConfig`, `ServerSpec`.
 - `WriteTables` + `publish`: the tables as vlbeam's Parquet dataset (what `vlbeam run` does).
 - `TABLES` (table name → pyarrow schema), `row_type` (table → Beam row type), `ToRows`.
 - `document_id`: how a `doc_id` is made from a file's SHA-256 and its carried keys.
@@ -24,6 +25,7 @@ __all__ = [
     "TABLES",
     "ApiConfig",
     "JobConfig",
+    "LayoutConfig",
     "ModelConfig",
     "PagePolicy",
     "Process",
@@ -50,6 +52,7 @@ _WHERE = {
     "ModelConfig": "vlbeam.schemas.config",
     "RenderConfig": "vlbeam.schemas.config",
     "PagePolicy": "vlbeam.schemas.config",
+    "LayoutConfig": "vlbeam.schemas.config",
     "VideoConfig": "vlbeam.transforms.media.work_units",
     "ApiConfig": "vlbeam.transforms.backends.openai_protocol",
     "ServerSpec": "vlbeam.transforms.backends.server_spec",
@@ -65,7 +68,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
     from vlbeam.pipeline.settings import Settings
     from vlbeam.pipeline.write_tables import WriteTables, publish
     from vlbeam.schemas import TABLES
-    from vlbeam.schemas.config import ModelConfig, PagePolicy, RenderConfig
+    from vlbeam.schemas.config import LayoutConfig, ModelConfig, PagePolicy, RenderConfig
     from vlbeam.schemas.ids import document_id
     from vlbeam.transforms.backends.openai_protocol import ApiConfig
     from vlbeam.transforms.backends.server_spec import ServerSpec

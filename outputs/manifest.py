@@ -175,6 +175,18 @@ class RunManifest:
     def wall_s(self) -> float:
         return time.monotonic() - self._started
 
+    def start(self, output: str, planned: dict | None = None) -> str:
+        """The `running` record, written as the job starts: what it plans to do (`planned`:
+        the figures of `vlbeam plan` when the launcher made one, else None), for monitors.
+        (Minimal: the exactly-once design, issue #20, owns the running record.)"""
+        self._base["planned"] = planned
+        manifest = {
+            **self._base,
+            "status": "running",
+            "started_at": self.started_at.isoformat(),
+        }
+        return write_manifest(output, self.run_id, manifest)
+
     def finish(self, output: str, status: str, *, counts=None, error: str | None = None) -> str:
         manifest = {
             **self._base,

@@ -7,7 +7,8 @@ import logging
 import sys
 
 USAGE = """usage: vlbeam run --input GLOB [--input GLOB ...] --output DIR [--tasks ocr]
-                  [--model ID_OR_PATH] [any Beam pipeline flag]
+                  [--model ID_OR_PATH] [--max-cost USD] [any Beam pipeline flag]
+       vlbeam plan --input GLOB [...] [the flags of vlbeam run] [--json]
        vlbeam load duckdb DIR DB
        vlbeam compact DIR [--table NAME] [--target-file-mb 256]
        vlbeam report DIR [--run RUN_ID] -o report.html
@@ -18,6 +19,9 @@ Run `vlbeam run --help` for every job flag."""
 # `vlbeam run`'s exit code when an engine stopped the run: every request rejected (nothing
 # published), or its breaker open (what was done is published). 2: a bad invocation.
 ENGINE_STOPPED = 3
+# `vlbeam run`'s exit code when --max-cost refused the run at launch (nothing written) or
+# stopped it mid-run (what was done is published).
+EXIT_BUDGET = 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         from vlbeam.pipeline.options import refuse_unknown_flags
         from vlbeam.pipeline.run import run
         from vlbeam.runners import expand_target
-        from vlbeam.schemas.errors import EngineUnavailable, RunAborted, VlbeamError
+        from vlbeam.schemas.errors import (
+            BudgetExceeded,
+            EngineUnavailable,
+            RunAborted,
+            VlbeamError,
+        )
 
         try:
             argv = expand_target(rest)
@@ -51,10 +60,27 @@ def main(argv: list[str] | None = None) -> int:
         except (RunAborted, EngineUnavailable) as exc:  # the engine stopped the run
             print(f"vlbeam: {exc}", file=sys.stderr)
             return ENGINE_STOPPED
+        except BudgetExceeded as exc:  # refused at launch, or stopped at the budget
+            print(f"vlbeam: {exc}", file=sys.stderr)
+            return EXIT_BUDGET
         except (VlbeamError, ValueError) as exc:  # bad flags, missing model/key, API check
             print(f"vlbeam: {exc}", file=sys.stderr)
             return 2
         return 0
+    if command == "plan":
+        if "-h" in rest or "--help" in rest:
+            print("vlbeam plan: the flags of `vlbeam run` (no inference; --output not needed), "
+                  "plus --json. `vlbeam run --help` lists them.")  # fmt: skip
+            return 0
+        from vlbeam.pipeline.plan import plan_main
+        from vlbeam.runners import expand_target
+        from vlbeam.schemas.errors import VlbeamError
+
+        try:
+            return plan_main(expand_target(rest))
+        except (VlbeamError, ValueError) as exc:
+            print(f"vlbeam: {exc}", file=sys.stderr)
+            return 2
     if command == "load":
         if len(rest) != 3 or rest[0] != "duckdb":
             print("usage: vlbeam load duckdb DIR DB", file=sys.stderr)

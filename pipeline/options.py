@@ -16,7 +16,8 @@ import logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from vlbeam.pipeline.job_config import JobConfig, parse_tasks
-from vlbeam.schemas.config import ModelConfig, PagePolicy, RenderConfig
+from vlbeam.pipeline.progress_display import RunControl
+from vlbeam.schemas.config import LayoutConfig, ModelConfig, PagePolicy, RenderConfig
 from vlbeam.schemas.flags import add_flags, flag_values, from_flags
 from vlbeam.transforms.backends.openai_protocol import (
     ApiConfig,
@@ -37,10 +38,11 @@ logger = logging.getLogger(__name__)
 SECTIONS = (
     ("job", (JobConfig,)),
     ("model", (ModelConfig,)),
-    ("documents", (PagePolicy, RenderConfig)),
+    ("documents", (PagePolicy, LayoutConfig, RenderConfig)),
     ("video", (VideoConfig, SamplingConfig, GroundingStrategy)),
     ("managed inference servers (--backend vllm|sglang)", (ServerSpec,)),
     ("HTTP API backend (--backend openai)", (ApiConfig, ApiRouting)),
+    ("budget and progress", (RunControl,)),
 )
 
 # the ApiConfig fields a managed server's requests take from the flags (the rest are a
@@ -62,6 +64,10 @@ class VlbeamOptions(PipelineOptions):
 
 def job_config(opts: VlbeamOptions) -> JobConfig:
     return from_flags(JobConfig, opts)
+
+
+def run_control(opts: VlbeamOptions) -> RunControl:
+    return from_flags(RunControl, opts)
 
 
 def api_config(opts: VlbeamOptions) -> ApiConfig:
@@ -115,7 +121,8 @@ def video_config(opts: VlbeamOptions) -> VideoConfig:
 
 
 def render_config(opts: VlbeamOptions) -> RenderConfig:
-    cfg = from_flags(RenderConfig, opts)
+    # pages answered from the text layer get their blocks from its lines' boxes
+    cfg = from_flags(RenderConfig, opts, text_boxes=opts.text_layer_policy == "prefer")
     for warning in check_password_sources(cfg):  # fails here on an unreadable passwords file
         logger.warning("%s", warning)
     return cfg
@@ -123,6 +130,10 @@ def render_config(opts: VlbeamOptions) -> RenderConfig:
 
 def model_config(opts: VlbeamOptions) -> ModelConfig:
     return from_flags(ModelConfig, opts)
+
+
+def layout_config(opts: VlbeamOptions) -> LayoutConfig:
+    return from_flags(LayoutConfig, opts)
 
 
 def page_policy(opts: VlbeamOptions) -> PagePolicy:

@@ -26,14 +26,17 @@ from vlbeam.schemas.meta import normalize_meta
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.coarse_to_fine import RefineFromCoarse
 from vlbeam.transforms.documents import SummarizeDocuments
+from vlbeam.transforms.figures import FigureCropper
 from vlbeam.transforms.grounding import GroundVideo
 from vlbeam.transforms.inference import InferUnits
 from vlbeam.transforms.ingest import IngestFiles, MatchPatterns, ToInputFiles
 from vlbeam.transforms.input_manifest import ReadManifests, manifest_columns
+from vlbeam.transforms.layout import BLOCKS_TAG, LAYOUT_TAG, AssembleDocuments
 from vlbeam.transforms.media.work_units import VideoConfig
 from vlbeam.transforms.ocr import ToPageRows
 from vlbeam.transforms.plan import PlanWork
 from vlbeam.transforms.rows import ToRows
+from vlbeam.transforms.run_ledger import RunAccount
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,10 @@ class ProcessResult(dict):
     video_windows: PCollection
     video_events: PCollection
     failures: PCollection
+    blocks: PCollection
+    tables: PCollection
+    figures: PCollection
+    document_text: PCollection
     run_id: str
 
     def __getattr__(self, name: str) -> PCollection:
@@ -124,7 +131,10 @@ class Process(beam.PTransform):
     (`job=JobConfig(...)`, `model=ModelConfig(...)`, `api=ApiConfig(...)`, ...) replace its
     parts. `backend`: an engine to use instead of the one the settings name. `run_id`:
     stamped on every row (default: the settings' `--run-id`, else a new one). `as_rows`:
-    schema'd rows (`vlbeam.row_type(table)`) instead of dicts.
+    schema'd rows (`vlbeam.row_type(table)`) instead of dicts. `account`: the run's ledger
+    and budget (`transforms/run_ledger.RunAccount`), which `vlbeam run` makes for
+    `--max-cost` and progress (`pipeline/budget.py`); default: units are counted in Beam
+    metrics only, with no budget.
 
     Applied to a pipeline (`p | Process(...)`) it reads the settings' `--input` patterns and
     `--input-manifest` files; applied to a PCollection of inputs, those too.
@@ -137,6 +147,7 @@ class Process(beam.PTransform):
         backend: InferenceBackend | None = None,
         run_id: str | None = None,
         as_rows: bool = False,
+        account: RunAccount | None = None,
         **configs: Any,
     ) -> None:
         super().__init__()
@@ -148,6 +159,7 @@ class Process(beam.PTransform):
         self.run_id = run_id or self.settings.job.run_id or new_run_id()
         self._backend = backend
         self._as_rows = as_rows
+        self._account = account
         for path in self.settings.job.input_manifest:  # a wrong manifest stops here
             manifest_columns(path)
 
@@ -157,7 +169,8 @@ class Process(beam.PTransform):
         backend = self._backend if self._backend is not None else make_backend(self.settings)
         tasks = job.task_set
         model = backend.model_name
-        ocr_p = ocr_prompt(job.ocr_prompt_file)
+        layout = self.settings.layout
+        ocr_p = ocr_prompt(job.ocr_prompt_file, layout.ocr_format)
         queries = read_queries(list(job.query), job.queries_file)
         ground_p = grounding_prompt(job.grounding_prompt_file, queries)
         video_cfg = grounding_video_config(self.settings.video, queries)
@@ -181,13 +194,22 @@ class Process(beam.PTransform):
         ingest = files | "Ingest" >> IngestFiles(tasks, prompt_by_kind, done)
 
         to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
-        planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg)
-        infer = InferUnits(backend, render_cfg, video_cfg, ocr_p, ground_p, policy, coarse_p)
+        account = self._account
+        ledger = account.ledger if account is not None else None
+        planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg, ledger)
+        cropper = FigureCropper(layout, page_prov) if layout.figures == "crop" else None
+        infer = InferUnits(
+            backend, render_cfg, video_cfg, ocr_p, ground_p, policy, coarse_p, cropper,
+            account=account,
+        )  # fmt: skip
         inferred = planned["units"] | "Infer" >> infer
         page_results, window_results = inferred["results"] | "ByTask" >> beam.Partition(
             lambda keyed, _n: 0 if _is_page(keyed) else 1, 2
         )
-        page_rows = page_results | "PageRows" >> beam.ParDo(ToPageRows(page_prov, policy))
+        page_out = page_results | "PageRows" >> beam.ParDo(
+            ToPageRows(page_prov, policy, layout)
+        ).with_outputs(BLOCKS_TAG, LAYOUT_TAG, main="pages")
+        page_rows = page_out.pages
         coarse_prov = Provenance(
             model, backend.backend, coarse_p.prompt_id, run_id, backend.provider
         )
@@ -223,12 +245,19 @@ class Process(beam.PTransform):
         documents = (ingest["sources"], facts, ok_units, failures) | (
             "Documents" >> SummarizeDocuments(provenance, run_id)
         )
+        assembled = (page_out[LAYOUT_TAG], facts, failures) | (
+            "AssembleDocuments" >> AssembleDocuments(page_prov)
+        )
         tables = {
             "documents": documents,
             "pages": page_rows,
             "video_windows": window_rows | "AllWindowRows" >> beam.Flatten(),
             "video_events": grounded["events"],
             "failures": failures | "FailureRows" >> beam.Map(lambda f: f.to_row(run_id)),
+            "blocks": page_out[BLOCKS_TAG],
+            "tables": assembled["tables"],
+            "figures": inferred["figures"],
+            "document_text": assembled["document_text"],
         }
         return self._result(tables)
 

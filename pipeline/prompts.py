@@ -9,6 +9,9 @@ from pathlib import Path
 from vlbeam.schemas.config import Prompt
 
 DEFAULT_OCR_PROMPT_ID = "ocr_markdown_v1"
+# --ocr-format → the built-in prompt: the Qwen3-VL cookbook's document-parsing prompts
+# ("qwenvl markdown" / "qwenvl html", cookbooks/document_parsing.ipynb; /work/notes/presets.md §4)
+OCR_PROMPT_IDS = {"markdown": DEFAULT_OCR_PROMPT_ID, "html": "ocr_html_v1"}
 
 
 def builtin_prompt(prompt_id: str) -> Prompt:
@@ -37,8 +40,9 @@ def prompt_from_file(path: str) -> Prompt:
     return Prompt(prompt_id=f"file:{Path(path).stem}:{digest}", text=text)
 
 
-def ocr_prompt(path: str | None) -> Prompt:
-    return prompt_from_file(path) if path else builtin_prompt(DEFAULT_OCR_PROMPT_ID)
+def ocr_prompt(path: str | None, ocr_format: str = "markdown") -> Prompt:
+    """--ocr-prompt-file, else the built-in prompt of the answer format."""
+    return prompt_from_file(path) if path else builtin_prompt(OCR_PROMPT_IDS[ocr_format])
 
 
 GROUNDING_QUERY_PROMPT_ID = "grounding_query_v1"

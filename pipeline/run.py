@@ -12,6 +12,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from vlbeam.outputs.manifest import RunManifest
+from vlbeam.pipeline.budget import (
+    account_for,
+    check_budget_at_launch,
+    finish_budget,
+    start_progress,
+)
 from vlbeam.pipeline.options import VlbeamOptions, refuse_unknown_flags
 from vlbeam.pipeline.process import Process
 from vlbeam.pipeline.settings import Settings
@@ -19,6 +25,7 @@ from vlbeam.pipeline.settings import make_backend as _make_backend
 from vlbeam.pipeline.summary import counters, format_summary
 from vlbeam.pipeline.write_tables import WriteTables, publish
 from vlbeam.schemas.errors import EngineUnavailable
+from vlbeam.schemas.ids import new_run_id
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.inference import close_idle_engines
 
@@ -48,22 +55,27 @@ def run(
     if test_pipeline is None and not standard.runner:
         standard.runner = DEFAULT_RUNNER
     settings = Settings.from_options(opts)
-    process = Process(settings, backend=model_handler)
-    run_id = process.run_id
+    run_id = opts.run_id or new_run_id()
+    plan = check_budget_at_launch(opts)  # --max-cost: refuse before any work (None without)
+    account = account_for(opts, standard.runner, run_id)  # the ledger of budget and progress
+    process = Process(settings, backend=model_handler, run_id=run_id, account=account)
 
     mode = "append" if opts.skip_existing else opts.output_mode
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     tables = p | "Process" >> process
     tables | "WriteTables" >> WriteTables(opts.output, run_id)
     manifest = RunManifest(run_id, opts, options)
+    manifest.start(opts.output, plan.totals() if plan is not None else None)
     sources = [*(opts.input or ()), *(opts.input_manifest or ())]
     logger.info("vlbeam run %s: %s -> %s", run_id, ", ".join(sources), opts.output)
+    display = start_progress(opts, account)
     try:
         try:
             result = p.run()
             state = result.wait_until_finish()
         finally:
             close_idle_engines()  # in-process runners: nothing outlives the run
+            live = display.stop() if display is not None else None
         if state not in (PipelineState.DONE, None):
             raise RuntimeError(f"pipeline ended in state {state}; previous output left in place")
         publish(opts.output, run_id, mode)
@@ -74,6 +86,7 @@ def run(
     manifest.finish(opts.output, "succeeded", counts=values)
     print(format_summary(values, manifest.wall_s, opts.output, run_id))
     refuse_if_engine_unavailable(values)
+    finish_budget(account, live)  # raises BudgetExceeded when units were not sent
     return result
 
 

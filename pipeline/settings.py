@@ -15,6 +15,7 @@ from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
     job_config,
+    layout_config,
     model_config,
     page_policy,
     refuse_unknown_flags,
@@ -23,7 +24,7 @@ from vlbeam.pipeline.options import (
     server_spec,
     video_config,
 )
-from vlbeam.schemas.config import ModelConfig, PagePolicy, RenderConfig
+from vlbeam.schemas.config import LayoutConfig, ModelConfig, PagePolicy, RenderConfig
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.backends.openai_protocol import ApiConfig, api_config_from_preset
 from vlbeam.transforms.backends.server_spec import ServerSpec
@@ -44,6 +45,7 @@ class Settings:
     render: RenderConfig = field(default_factory=RenderConfig)
     policy: PagePolicy = field(default_factory=PagePolicy)
     video: VideoConfig = field(default_factory=VideoConfig)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
     api: ApiConfig | None = None
     server: ServerSpec | None = None
     server_api: ApiConfig | None = None
@@ -83,6 +85,7 @@ class Settings:
             render=render_config(opts),
             policy=page_policy(opts),
             video=video_config(opts),
+            layout=layout_config(opts),
             api=api_config(opts) if backend in API_BACKENDS else None,
             server=server_spec(opts) if backend in SERVER_BACKENDS else None,
             server_api=server_api_config(opts) if backend in SERVER_BACKENDS else None,

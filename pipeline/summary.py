@@ -38,6 +38,14 @@ def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: s
     passes = pass_line(values)
     if passes:
         lines.insert(4, passes)
+    if values.get("units_planned"):
+        lines.insert(
+            -1,
+            f"  units:     {values.get('units_done', 0)} done of {values['units_planned']} "
+            f"planned ({values.get('units_failed', 0)} failed)",
+        )
+        if values.get("spend_nano_usd") and not values.get("cost_micro_usd"):
+            lines.insert(-1, f"  spend:     ${values['spend_nano_usd'] / 1e9:.4f} (estimated)")
     if values.get("model_batches"):
         mean = values["model_batch_requests"] / values["model_batches"]
         lines.insert(-1, f"  batches:   {values['model_batches']} (mean size {mean:.2f})")

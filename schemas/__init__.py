@@ -15,11 +15,18 @@ _LAZY = {
     "PAGES": ("pages", "PAGES"),
     "VIDEO_EVENTS": ("video_events", "VIDEO_EVENTS"),
     "VIDEO_WINDOWS": ("video_windows", "VIDEO_WINDOWS"),
+    "BLOCKS": ("blocks", "BLOCKS"),
+    "TABLES_TABLE": ("tables", "TABLES"),
+    "FIGURES": ("figures", "FIGURES"),
+    "DOCUMENT_TEXT": ("document_text", "DOCUMENT_TEXT"),
     "SCHEMA_VERSION": ("table_meta", "SCHEMA_VERSION"),
     "TABLE_KEY": ("table_meta", "TABLE_KEY"),
     "VERSION_KEY": ("table_meta", "VERSION_KEY"),
 }
-_TABLE_NAMES = ("documents", "pages", "video_windows", "video_events", "failures")
+_TABLE_NAMES = (
+    "documents", "pages", "video_windows", "video_events", "failures",
+    "blocks", "tables", "figures", "document_text",
+)  # fmt: skip
 
 
 def __getattr__(name: str):

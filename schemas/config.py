@@ -79,6 +79,9 @@ class RenderConfig:
     )
     min_short_side: int = 28
     extract_text_layer: bool = True
+    # the text layer's lines with their boxes (pdfium text rectangles): set by the job when
+    # pages may be answered from the text layer (--text-layer-policy prefer), for their blocks
+    text_boxes: bool = False
 
     def __post_init__(self) -> None:
         if self.max_inflight_mb < 1:
@@ -192,6 +195,42 @@ class PagePolicy:
             )
         if not 0 <= self.retry_degenerate <= 5:
             raise ValueError("--retry-degenerate must be within 0..5")
+
+
+OCR_FORMATS = ("markdown", "html")
+FIGURE_MODES = ("none", "crop")
+
+
+@dataclass(frozen=True)
+class LayoutConfig:
+    """What a page's answer is asked for and made into: the answer format (`--ocr-format`;
+    `pages.text` is Markdown either way) and figure crops (`--figures`)."""
+
+    ocr_format: str = flag(
+        "markdown",
+        choices=OCR_FORMATS,
+        help="markdown: the model answers Markdown (blocks without boxes); html: QwenVL HTML "
+        "(the cookbook's 'qwenvl html' prompt), parsed into blocks with boxes, pages.text "
+        "converted to Markdown",
+    )
+    figures: str = flag(
+        "none",
+        choices=FIGURE_MODES,
+        help="crop: cut each figure block with a box out of the rendered page into the "
+        "figures table (PNG), in the stage that rendered it",
+    )
+    max_figures_per_page: int = flag(16, help="--figures crop: crops kept per page")
+    max_figure_pixels: int = flag(
+        4_000_000, help="--figures crop: a larger crop is scaled down to this many pixels"
+    )
+
+    def __post_init__(self) -> None:
+        if self.ocr_format not in OCR_FORMATS:
+            raise ValueError(f"--ocr-format must be one of {OCR_FORMATS}")
+        if self.figures not in FIGURE_MODES:
+            raise ValueError(f"--figures must be one of {FIGURE_MODES}")
+        if self.max_figures_per_page < 0 or self.max_figure_pixels < 64:
+            raise ValueError("--max-figures-per-page >= 0 and --max-figure-pixels >= 64")
 
 
 @dataclass(frozen=True)

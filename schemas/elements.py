@@ -84,6 +84,18 @@ class PageRange:
 
 
 @dataclass(frozen=True)
+class TextLine:
+    """A line of a PDF page's own text with its box in PDF points from the top-left of the
+    page as displayed (after /Rotate and the crop box), as pdfium's text rectangles give it."""
+
+    text: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+@dataclass(frozen=True)
 class PageRef:
     """What identifies a page and travels with its request and result through the inference
     stage (`transforms/inference.py`) to its `pages` row."""
@@ -97,10 +109,18 @@ class PageRef:
     blank: bool = False  # near-uniform render, no text-layer characters: no model call
     image_coverage: float | None = None  # share of the page covered by raster images
     meta: Meta = None  # the input's carried keys
+    # the page as displayed, in the units of its boxes: PDF points (after /Rotate and the
+    # crop box) for PDF pages, pixels of the original image for images; None: unknown
+    page_width: float | None = None
+    page_height: float | None = None
+    page_unit: str | None = None  # pt | px
+    text_lines: tuple[TextLine, ...] = ()  # with boxes, when the render was asked for them
 
     def __post_init__(self) -> None:
         if self.page_number < 1:
             raise ValueError("page_number is 1-based")
+        if self.page_unit not in (None, "pt", "px"):
+            raise ValueError("page_unit must be pt or px")
 
     def failure(self, stage: str, error_type: str, message: str) -> Failure:
         return Failure(

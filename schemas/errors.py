@@ -97,6 +97,11 @@ class PreflightFailed(VlbeamError):
     """The one request before a run was refused (bad key, URL or model): the run stops."""
 
 
+class BudgetExceeded(VlbeamError):
+    """A unit not sent to the model because the run's spend reached `--max-cost` (also the
+    launcher's one message when a run stops, or refuses to start, on its budget)."""
+
+
 class ApiError(VlbeamError):
     """A request that failed for good: `HTTP<status>`, or `ApiConnectionError` without one."""
 

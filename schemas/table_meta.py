@@ -4,10 +4,10 @@
 any table, so a reader can tell which layout a file has without guessing from its columns.
 Version 1 is the unversioned layout written before this key existed (nullable list elements);
 version 3 added `pages.text_source`, `quality_flags`, `text_layer_agreement`, `retries` and
-`video_windows.quality_flags`; version 4 added `video_windows.grounding_pass`,
-`candidate_queries`, `coarse_windows` and `video_events.coarse_window_indexes` (all nullable:
-older files read as nulls); version 5 added `meta` (the caller's carried keys,
-`schemas/meta.py`) to every table.
+`video_windows.quality_flags`; version 4 added the tables `blocks`, `tables`, `figures` and
+`document_text`, and `video_windows.grounding_pass`, `candidate_queries`, `coarse_windows` and
+`video_events.coarse_window_indexes` (all nullable: older files read as nulls); version 5
+added `meta` (the caller's carried keys, `schemas/meta.py`) to every table.
 """
 
 from __future__ import annotations

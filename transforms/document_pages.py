@@ -83,6 +83,10 @@ class PageRenderer:
                 blank=rendered.blank,
                 image_coverage=rendered.image_coverage,
                 meta=source.meta,
+                page_width=rendered.page_width,
+                page_height=rendered.page_height,
+                page_unit=rendered.page_unit,
+                text_lines=rendered.text_lines,
             )
             yield PageImage(ref=ref, image=rendered.image, image_format=rendered.image_format)
         logger.info(

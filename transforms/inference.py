@@ -16,8 +16,9 @@ never blocks forever: no result for the engine's `stall_timeout_s` opens its bre
 `RunAborted` (not an Exception, so Beam won't tear the bundle down) tears down what the
 bundle started before it propagates.
 
-Output: (PageRef | WindowRef, VLResult) for results that came back, and `failures` (stage
-`render`, `decode` or `inference`).
+Output: (PageRef | WindowRef, VLResult) for results that came back, `failures` (stage
+`render`, `decode` or `inference`), and with `--figures crop` the `figures` rows cropped from
+each page image when its answer arrives (`transforms/figures.py`).
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ from vlbeam.transforms.answers.retry import Answer, better_answer, retry_tempera
 from vlbeam.transforms.backends.engine import Engine, InferenceBackend, InFlightBound
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.document_pages import PageRenderer
+from vlbeam.transforms.figures import FIGURES_TAG, FigureCropper
 from vlbeam.transforms.grounding import window_request
 from vlbeam.transforms.helper_pool import HelperPool, UnitFeed, resolve_workers
 from vlbeam.transforms.media.text_layer import clean_text_layer, decide_page
 from vlbeam.transforms.media.work_units import VideoConfig
 from vlbeam.transforms.ocr import DEFAULT_POLICY, page_request
+from vlbeam.transforms.run_ledger import RunAccount
 from vlbeam.transforms.video_frames import WindowSampler
 
 logger = logging.getLogger(__name__)
@@ -210,9 +213,14 @@ class _InferUnits(beam.DoFn):
         grounding_prompt: Prompt,
         policy: PagePolicy = DEFAULT_POLICY,
         coarse_prompt: Prompt | None = None,
+        figures: FigureCropper | None = None,
+        account: RunAccount | None = None,
     ) -> None:
+        """`account`: where units, tokens and spend are counted, and `--max-cost`."""
         self._backend = backend
         self._policy = policy
+        self._figures = figures  # --figures crop: crop from the page image right here
+        self._account = account or RunAccount()
         self._render, self._video = render, video
         self._ocr_prompt, self._grounding_prompt = ocr_prompt, grounding_prompt
         self._coarse_prompt = coarse_prompt or grounding_prompt  # the coarse pass's
@@ -229,6 +237,10 @@ class _InferUnits(beam.DoFn):
         self._rendered = Metrics.counter(NAMESPACE, "pages_rendered")
         self._windows_decoded = Metrics.counter(NAMESPACE, "video_windows_decoded")
         self._frames = Metrics.counter(NAMESPACE, "video_frames")
+        self._units_done = Metrics.counter(NAMESPACE, "units_done")
+        self._units_failed = Metrics.counter(NAMESPACE, "units_failed")
+        self._tokens = Metrics.counter(NAMESPACE, "tokens")
+        self._spend = Metrics.counter(NAMESPACE, "spend_nano_usd")
 
         def create() -> Engine:
             logger.info("loading %s engine for %s", self._backend.backend, self._backend.model_name)
@@ -269,6 +281,7 @@ class _InferUnits(beam.DoFn):
     def _requests(self, item) -> Iterator[tuple[object, VLRequest | VLResult] | Failure]:
         """(key, request) for the model, (key, result) for a page that needs none, failures."""
         if isinstance(item, Failure):
+            self._ended(page=item.stage == "render", failed=True)
             yield item
         elif isinstance(item, PageImage):
             self._rendered.inc()
@@ -294,8 +307,15 @@ class _InferUnits(beam.DoFn):
         if self._loaded_here:  # counted here: metrics from setup() are not reported
             Metrics.counter(NAMESPACE, "model_loads").inc()
             self._loaded_here = False
-        for item in self._feed.put(unit):
-            yield from self._infer(item)
+        if isinstance(unit, VideoWindow) and unit.grounding_pass.name == "refine":
+            Metrics.counter(NAMESPACE, "units_planned").inc()  # planned after the coarse pass
+            self._account.add(units_planned=1)
+        if self._account.exhausted():  # --max-cost spent: not even rendered
+            for failure in self._refused_unit(unit):
+                yield dead_letter(failure)
+        else:
+            for item in self._feed.put(unit):
+                yield from self._infer(item)
         for item in self._feed.ready():
             yield from self._infer(item)
 
@@ -307,9 +327,13 @@ class _InferUnits(beam.DoFn):
             key, request = item
             if isinstance(request, VLResult):  # no model call needed
                 Metrics.counter(NAMESPACE, f"model_calls_avoided.{request.text_source}").inc()
+                self._ended(page=True, failed=False)
                 yield key, request
                 continue
             yield from self._collect(keep=self._engine.capacity - 1)
+            if self._account.exhausted():  # checked last, so no request goes out after it
+                yield dead_letter(self._refused(key))
+                continue
             self._submit(_Pending(key, request))
             yield from self._collect(keep=None)
 
@@ -377,20 +401,72 @@ class _InferUnits(beam.DoFn):
             self._engine.check()  # e.g. every API request rejected: stop the run
             if result.error_type == EngineUnavailable.__name__:  # the breaker is open
                 Metrics.counter(NAMESPACE, "engine_unavailable").inc()
+            self._count_call(entry.request, result)
             if not result.ok and entry.best is not None:
                 result = dataclasses.replace(entry.best[1], retries=entry.attempt)
             elif result.ok and self._policy.retry_degenerate and isinstance(entry.key, PageRef):
                 result, retry = keep_or_retry(entry, result, self._policy.retry_degenerate)
-                if retry is not None:
+                if retry is not None and self._account.exhausted():  # keep the best so far
+                    result = dataclasses.replace(retry.best[1], retries=entry.attempt)
+                elif retry is not None:
                     Metrics.counter(NAMESPACE, "model_retries").inc()
                     self._submit(retry)
                     continue
+            self._ended(page=isinstance(entry.key, PageRef), failed=not result.ok)
             if result.ok:
+                if self._figures is not None and isinstance(entry.key, PageRef):
+                    for row in self._figures.rows(entry.key, result, entry.request.images[0]):
+                        yield beam.pvalue.TaggedOutput(FIGURES_TAG, row)
                 yield entry.key, result
             else:
                 yield dead_letter(
                     entry.key.failure("inference", result.error_type, result.error_message or "")
                 )
+
+    # -- progress and budget (transforms/run_ledger.py) ------------------------------------
+
+    def _ended(self, page: bool, failed: bool) -> None:
+        """A unit ended (a result or a failure): Beam counters and the run's ledger."""
+        self._units_done.inc()
+        if failed:
+            self._units_failed.inc()
+        self._account.add(units_done=1, units_failed=int(failed), pages_done=int(page),
+                          windows_done=int(not page))  # fmt: skip
+
+    def _count_call(self, request: VLRequest, result: VLResult) -> None:
+        """One model call's tokens and spend (a server that reports no usage: the run's own
+        count of what it sent, `vision_tokens`, and of the answer)."""
+        if not result.ok:
+            return
+        tokens_in, tokens_out = result.input_tokens, result.output_tokens
+        counter = self._account.counter
+        if counter is not None and tokens_in is None:
+            tokens_in = counter.request_tokens(request)
+        if counter is not None and tokens_out is None:
+            tokens_out = counter.text_tokens(result.text or "")
+        tokens_in, tokens_out = tokens_in or 0, tokens_out or 0
+        self._tokens.inc(tokens_in + tokens_out)
+        self._spend.inc(self._account.spend(tokens_in, tokens_out))
+
+    def _refused(self, key) -> Failure:
+        """A made page or window not sent: the budget is spent."""
+        self._ended(page=isinstance(key, PageRef), failed=True)
+        self._account.add(budget_refused=1)
+        return key.failure("inference", "BudgetExceeded", self._account.refusal())
+
+    def _refused_unit(self, unit) -> Iterator[Failure]:
+        """Every page of a range, or a window, not rendered nor sent: the budget is spent."""
+        source, message = unit.source, self._account.refusal()
+        units = unit.page_numbers if isinstance(unit, PageRange) else [unit.index]
+        for number in units:
+            self._ended(page=isinstance(unit, PageRange), failed=True)
+            self._account.add(budget_refused=1)
+            text = message
+            if isinstance(unit, VideoWindow) and unit.grounding_pass.name != "dense":
+                text = f"{unit.grounding_pass.name} window {unit.index}: {message}"
+            yield Failure(
+                source.uri, source.doc_id, "inference", "BudgetExceeded", text, number, source.meta
+            )
 
 
 def _windowed(outputs):
@@ -422,6 +498,6 @@ class InferUnits(beam.PTransform):
 
     def expand(self, units):
         out = units | "RenderDecodeInfer" >> beam.ParDo(self._fn).with_outputs(
-            FAILURES_TAG, main="results"
+            FAILURES_TAG, FIGURES_TAG, main="results"
         )
-        return {"results": out.results, "failures": out[FAILURES_TAG]}
+        return {"results": out.results, "failures": out[FAILURES_TAG], "figures": out[FIGURES_TAG]}

@@ -7,11 +7,18 @@ import logging
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from vlbeam.schemas.config import PagePolicy, Prompt
+from vlbeam.schemas.config import LayoutConfig, PagePolicy, Prompt
 from vlbeam.schemas.elements import PageImage, PageRef, Provenance, VLRequest, VLResult
 from vlbeam.schemas.meta import meta_column
 from vlbeam.transforms.answers.degenerate import quality_flags
 from vlbeam.transforms.dead_letter import NAMESPACE
+from vlbeam.transforms.layout import (
+    BLOCKS_TAG,
+    LAYOUT_TAG,
+    block_rows,
+    page_layout_keyed,
+    read_page,
+)
 from vlbeam.transforms.media.text_layer import TEXT_SOURCE_MODEL, text_layer_agreement
 from vlbeam.transforms.model_call import count_usage, model_call_columns
 from vlbeam.transforms.progress import ProgressLog
@@ -19,6 +26,7 @@ from vlbeam.transforms.progress import ProgressLog
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICY = PagePolicy()
+DEFAULT_LAYOUT = LayoutConfig()
 
 
 def page_request(page: PageImage, prompt: Prompt) -> tuple[PageRef, VLRequest]:
@@ -67,11 +75,20 @@ def page_row(
 
 
 class ToPageRows(beam.DoFn):
-    """(PageRef, VLResult) → a `pages` row, counting tokens in Beam metrics."""
+    """(PageRef, VLResult) → a `pages` row (main output), its `blocks` rows (tag `blocks`) and
+    its ((source_uri, meta), PageLayout) for document assembly (tag `layout`), counting tokens
+    in Beam metrics. Under `--ocr-format html` the row's `text` is the answer converted to
+    Markdown."""
 
-    def __init__(self, prov: Provenance, policy: PagePolicy = DEFAULT_POLICY) -> None:
+    def __init__(
+        self,
+        prov: Provenance,
+        policy: PagePolicy = DEFAULT_POLICY,
+        layout: LayoutConfig = DEFAULT_LAYOUT,
+    ) -> None:
         self._prov = prov
         self._policy = policy
+        self._layout = layout
         self._ok = Metrics.counter(NAMESPACE, "pages_ok")
         self._truncated = Metrics.counter(NAMESPACE, "pages_truncated")
         self._progress: ProgressLog | None = None
@@ -89,4 +106,12 @@ class ToPageRows(beam.DoFn):
         row = page_row(ref, result, self._prov, self._policy)
         for flag in row["quality_flags"]:
             Metrics.counter(NAMESPACE, f"pages_flagged.{flag}").inc()
+        parsed = read_page(ref, result, self._layout)
+        if self._layout.ocr_format == "html" and result.text_source == TEXT_SOURCE_MODEL:
+            row["text"] = parsed.markdown
+        if parsed.bad_boxes:
+            Metrics.counter(NAMESPACE, "blocks_bad_boxes").inc(parsed.bad_boxes)
         yield row
+        for block in block_rows(ref, parsed, result.text_source, self._prov):
+            yield beam.pvalue.TaggedOutput(BLOCKS_TAG, block)
+        yield beam.pvalue.TaggedOutput(LAYOUT_TAG, page_layout_keyed(ref, parsed))

@@ -15,6 +15,10 @@ from vlbeam.schemas import TABLES
 HEAVY = {
     "pages": {"text", "text_layer", "reasoning"},
     "video_windows": {"raw_output", "reasoning", "frame_times_s"},
+    "blocks": {"text", "html"},
+    "tables": {"html", "rows"},
+    "figures": {"image"},
+    "document_text": {"text", "page_spans", "removed"},
 }
 
 

@@ -14,8 +14,8 @@ import vlbeam
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC = {
     "Process", "ProcessResult", "Settings", "JobConfig", "ModelConfig", "RenderConfig",
-    "PagePolicy", "VideoConfig", "ApiConfig", "ServerSpec", "WriteTables", "publish", "TABLES",
-    "row_type", "ToRows", "document_id",
+    "PagePolicy", "VideoConfig", "LayoutConfig", "ApiConfig", "ServerSpec", "WriteTables",
+    "publish", "TABLES", "row_type", "ToRows", "document_id",
 }  # fmt: skip
 
 

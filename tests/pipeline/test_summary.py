@@ -125,3 +125,11 @@ def test_per_thousand_pages_matches_the_arithmetic(pages_ok):
         assert line == f"  cost:      $7.0000 (estimated, ${per_k:.4f} per 1,000 pages)"
     else:
         assert line == "  cost:      $7.0000 (estimated)"
+
+
+def test_the_summary_shows_units_and_spend():
+    values = {"units_planned": 10, "units_done": 10, "units_failed": 3,
+              "spend_nano_usd": 1_500_000_000}  # fmt: skip
+    text = format_summary(values, 1.0, "out", "r1")
+    assert "  units:     10 done of 10 planned (3 failed)" in text.splitlines()
+    assert "  spend:     $1.5000 (estimated)" in text.splitlines()

@@ -37,6 +37,7 @@ PINNED = {
     "PreflightFailed",
     "ServerCrash",
     "EngineUnavailable",
+    "BudgetExceeded",
     "ApiError",
     "RemoteError",
 }

@@ -197,6 +197,14 @@ class HelperProcess:
         request = {"op": "count", **self._doc_fields(doc_id, data, "pdf", password)}
         return self._call(request, OPEN_TIMEOUT_S, "opening the PDF")
 
+    def rendered_sizes(
+        self, doc_id: str, data: bytes | str, kind: str, password: str | None, cfg: RenderConfig
+    ) -> list:
+        """Per page, the size a render would have (`pdf_render.rendered_sizes`): nothing
+        rendered, for `vlbeam plan`."""
+        request = {"op": "sizes", "cfg": cfg, **self._doc_fields(doc_id, data, kind, password)}
+        return self._call(request, OPEN_TIMEOUT_S, "reading the page sizes")
+
     def probe_video(self, uri: str, timeout_s: float):
         """VideoInfo of the file at `uri` (read in the helper, never sent over the pipe)."""
         return self._call({"op": "video_probe", "uri": uri}, timeout_s, "probing the video")
@@ -352,6 +360,14 @@ def _handle(state: _ChildState, request: dict):
             return count_pages(state.data, request["password"], state.path)
         finally:
             state.close()  # planning needs the count only: free the document now
+    if request["op"] == "sizes":
+        from vlbeam.transforms.media.pdf_render import rendered_sizes
+
+        try:
+            source = state.doc if request["kind"] == "pdf" else state.data
+            return rendered_sizes(source, request["kind"], request["cfg"])
+        finally:
+            state.close()
     if request["op"] == "render":
         if request["kind"] == "image":
             return render_image(bytes(state.data), request["cfg"])

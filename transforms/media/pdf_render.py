@@ -7,6 +7,7 @@ Beam worker itself, so a hostile file can only take down (or hang) that helper.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlbeam.schemas.config import RenderConfig
+from vlbeam.schemas.elements import TextLine
 from vlbeam.schemas.errors import (
     DegeneratePage,
     EncryptedPdf,
@@ -24,6 +26,7 @@ from vlbeam.schemas.errors import (
     PageTooLarge,
 )
 from vlbeam.transforms.media.blank_pages import is_blank
+from vlbeam.transforms.media.text_layer import clean_text_layer
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ class RenderedPage:
     text_layer: str | None
     blank: bool = False  # near-uniform render and no text-layer characters (blank_pages)
     image_coverage: float | None = None  # share of a PDF page covered by raster images
+    page_width: float | None = None  # the page as displayed: points (PDF) or pixels (image)
+    page_height: float | None = None
+    page_unit: str | None = None  # pt | px
+    text_lines: tuple[TextLine, ...] = ()  # cfg.text_boxes: the text layer's lines with boxes
 
 
 # A PNG this many bytes per pixel or larger holds too much detail (or noise) to be a blank
@@ -130,6 +137,50 @@ def count_pages(data, password: str | None = None, path: str | None = None) -> i
     return n
 
 
+def rendered_sizes(doc_or_image, kind: str, cfg: RenderConfig) -> list:
+    """Per page, the (width, height) px a render would have, from the page boxes (pdfium
+    reads them without loading a page's content) or an image's header: nothing is rendered
+    or decoded. A page the run would refuse (`target_size` raises) is (error type, message)
+    instead. `doc_or_image`: an open pypdfium2 document, or an image's bytes. For
+    `vlbeam plan`; the rules are `target_size`'s and `render_image`'s."""
+    if kind == "image":
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = MAX_SOURCE_IMAGE_PIXELS
+        try:
+            with Image.open(io.BytesIO(bytes(doc_or_image))) as image:
+                width, height = image.size
+        except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+            raise InvalidImage(f"cannot decode image: {exc}") from None
+        return [_image_render_size(width, height, cfg)]
+    import pypdfium2 as pdfium
+
+    doc, sizes = doc_or_image, []
+    if len(doc) <= 0:
+        raise NoPages("PDF has no pages")
+    for index in range(len(doc)):
+        try:
+            sizes.append(_page_render_size(*doc.get_page_size(index), cfg))
+        except pdfium.PdfiumError as exc:  # the run's render fails on it the same way
+            sizes.append(("InvalidPdf", f"page {index + 1} cannot be loaded: {exc}"))
+    return sizes
+
+
+def _page_render_size(width: float, height: float, cfg: RenderConfig):
+    try:
+        return target_size(width, height, cfg)
+    except (DegeneratePage, PageTooLarge) as exc:
+        return type(exc).__name__, str(exc)
+
+
+def _image_render_size(width: int, height: int, cfg: RenderConfig):
+    """An image is only ever scaled down (an upright PNG within size passes unchanged)."""
+    size = _page_render_size(width, height, cfg)
+    if isinstance(size[0], str) or size[0] * size[1] < width * height:
+        return size
+    return width, height
+
+
 def render_pdf_page(
     doc, page_number: int, cfg: RenderConfig, pdf_path: str | None = None
 ) -> RenderedPage:
@@ -150,6 +201,7 @@ def render_pdf_page(
             width, height = height, width
         w_px, h_px = target_size(width, height, cfg)
         text_layer = _text_layer(page) if cfg.extract_text_layer else None
+        lines = text_lines(page) if cfg.text_boxes and text_layer else ()
         if cfg.renderer == "pdf2image":
             if pdf_path is None:
                 raise ValueError("the pdf2image renderer needs the PDF on disk")
@@ -169,9 +221,69 @@ def render_pdf_page(
         coverage = page_image_coverage(page)
     finally:
         page.close()
-    return encoded_page(
-        image, cfg, text_layer, blank=is_blank(image, text_layer), image_coverage=coverage
+    shown_w, shown_h = (height, width) if rotated else (width, height)
+    return dataclasses.replace(
+        encoded_page(
+            image, cfg, text_layer, blank=is_blank(image, text_layer), image_coverage=coverage
+        ),
+        page_width=float(shown_w),
+        page_height=float(shown_h),
+        page_unit="pt",
+        text_lines=lines,
     )
+
+
+def display_rect(
+    rect: tuple[float, float, float, float],
+    cropbox: tuple[float, float, float, float],
+    rotation: int,
+) -> tuple[float, float, float, float]:
+    """A rectangle in PDF user space (left, bottom, right, top; as pdfium's text and object
+    boxes are) → (x0, y0, x1, y1) in points from the top-left of the page as displayed: the
+    crop box's corner is the origin, y runs down, and /Rotate (clockwise) is applied."""
+    left, bottom, right, top = cropbox
+    width, height = right - left, top - bottom
+    u0, u1 = rect[0] - left, rect[2] - left
+    v0, v1 = top - rect[3], top - rect[1]
+    rotation %= 360
+    if rotation == 90:
+        return (height - v1, u0, height - v0, u1)
+    if rotation == 180:
+        return (width - u1, height - v1, width - u0, height - v0)
+    if rotation == 270:
+        return (v0, width - u1, v1, width - u0)
+    return (u0, v0, u1, v1)
+
+
+# A page with more text rectangles than this gets no per-line boxes (a hostile or
+# pathological text layer); its text is still read whole.
+MAX_TEXT_RECTS = 20_000
+
+
+def text_lines(page) -> tuple[TextLine, ...]:
+    """The text layer of an open pypdfium2 page as lines with boxes (pdfium's text rectangles:
+    runs of characters on one line in one font), in the page's own order; runs outside the
+    crop box are left out, boxes cut to it."""
+    textpage = page.get_textpage()
+    try:
+        n = textpage.count_rects()
+        if n > MAX_TEXT_RECTS:
+            return ()
+        cropbox, rotation = page.get_cropbox(), page.get_rotation()
+        width, height = page.get_size()  # as displayed
+        lines = []
+        for i in range(n):
+            rect = textpage.get_rect(i)
+            x0, y0, x1, y1 = display_rect(rect, cropbox, rotation)
+            x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)
+            if x1 <= x0 or y1 <= y0:  # outside the crop box: not on the page as shown
+                continue
+            text = clean_text_layer(textpage.get_text_bounded(*rect).replace("\r\n", " "))
+            if text:
+                lines.append(TextLine(text, x0, y0, x1, y1))
+    finally:
+        textpage.close()
+    return tuple(lines)
 
 
 # Recursion bound and object budget for page_image_coverage: hostile pages can nest forms
@@ -269,10 +381,14 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
             Image.open(io.BytesIO(data)).verify()
             small = len(data) < BLANK_PNG_MAX_BYTES_PER_PIXEL * image.width * image.height
             return RenderedPage(data, cfg.image_format, image.width, image.height, None,
-                                blank=small and is_blank(data, None))  # fmt: skip
+                                blank=small and is_blank(data, None), page_width=image.width,
+                                page_height=image.height, page_unit="px")  # fmt: skip
+        original = (float(image.width), float(image.height))  # before draft or downscale
         if image.format == "JPEG" and w_px < image.width:
             image.draft("RGB", (w_px, h_px))  # decode at reduced size
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # turned a quarter
+                original = original[::-1]
             image = ImageOps.exif_transpose(image)
         image = image.convert("RGB")
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
@@ -280,7 +396,12 @@ def render_image(data: bytes, cfg: RenderConfig) -> RenderedPage:
     w_px, h_px = target_size(image.width, image.height, cfg)
     if w_px * h_px < image.width * image.height:  # downscale only: upscaling adds no detail
         image = image.resize((w_px, h_px), Image.Resampling.LANCZOS)
-    return encoded_page(image, cfg, None, blank=is_blank(image, None))
+    return dataclasses.replace(
+        encoded_page(image, cfg, None, blank=is_blank(image, None)),
+        page_width=original[0],
+        page_height=original[1],
+        page_unit="px",
+    )
 
 
 EXIF_ORIENTATION = 0x0112
