@@ -159,7 +159,7 @@ class Process(beam.PTransform):
         self.run_id = run_id or self.settings.job.run_id or new_run_id()
         self._backend = backend
         self._as_rows = as_rows
-        self._account = account
+        self.account = account  # may be set until the transform is applied
         for path in self.settings.job.input_manifest:  # a wrong manifest stops here
             manifest_columns(path)
 
@@ -194,7 +194,7 @@ class Process(beam.PTransform):
         ingest = files | "Ingest" >> IngestFiles(tasks, prompt_by_kind, done)
 
         to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
-        account = self._account
+        account = self.account
         ledger = account.ledger if account is not None else None
         planned = to_plan | "Plan" >> PlanWork(render_cfg, video_cfg, ledger)
         cropper = FigureCropper(layout, page_prov) if layout.figures == "crop" else None

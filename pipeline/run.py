@@ -57,8 +57,11 @@ def run(
     settings = Settings.from_options(opts)
     run_id = opts.run_id or new_run_id()
     plan = check_budget_at_launch(opts)  # --max-cost: refuse before any work (None without)
-    account = account_for(opts, standard.runner, run_id)  # the ledger of budget and progress
-    process = Process(settings, backend=model_handler, run_id=run_id, account=account)
+    process = Process(settings, backend=model_handler, run_id=run_id)  # checks the manifests
+    # the ledger of budget and progress (a file under the staging folder): made once the
+    # settings and inputs are known good, so a refused job writes nothing
+    process.account = account_for(opts, standard.runner, run_id)
+    account = process.account
 
     mode = "append" if opts.skip_existing else opts.output_mode
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)

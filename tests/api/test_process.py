@@ -182,6 +182,12 @@ def test_the_same_file_with_other_keys_is_another_document(tmp_path):
         assert_that(
             results.pages | "PageIds" >> beam.Map(customer), equal_to(expected), label="Pages"
         )
+        # assembled per input (uri, keys), not per file: one document_text row each
+        assert_that(
+            results.document_text | "TextIds" >> beam.Map(customer),
+            equal_to(expected),
+            label="DocumentText",
+        )
 
 
 def test_as_rows_gives_schemad_rows_that_beam_select_takes(tmp_path):

@@ -78,6 +78,7 @@ DUCKDB_TYPES = {
         "bbox": "STRUCT(x0 DOUBLE, y0 DOUBLE, x1 DOUBLE, y1 DOUBLE)", "bbox_unit": "VARCHAR",
         "text": "VARCHAR", "html": "VARCHAR", "text_source": "VARCHAR", "model": "VARCHAR",
         "backend": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
+        "meta": "MAP(VARCHAR, VARCHAR)",
     },
     "tables": {
         "doc_id": "VARCHAR", "source_uri": "VARCHAR", "page_numbers": "INTEGER[]",
@@ -85,6 +86,7 @@ DUCKDB_TYPES = {
         "rows": "VARCHAR[][]", "n_rows": "INTEGER", "n_cols": "INTEGER",
         "bbox": "STRUCT(x0 DOUBLE, y0 DOUBLE, x1 DOUBLE, y1 DOUBLE)", "bbox_unit": "VARCHAR",
         "model": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
+        "meta": "MAP(VARCHAR, VARCHAR)",
     },
     "figures": {
         "doc_id": "VARCHAR", "source_uri": "VARCHAR", "page_number": "INTEGER",
@@ -92,12 +94,14 @@ DUCKDB_TYPES = {
         "bbox": "STRUCT(x0 DOUBLE, y0 DOUBLE, x1 DOUBLE, y1 DOUBLE)", "bbox_unit": "VARCHAR",
         "caption": "VARCHAR", "image": "BLOB", "width_px": "INTEGER", "height_px": "INTEGER",
         "sha256": "VARCHAR", "model": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
+        "meta": "MAP(VARCHAR, VARCHAR)",
     },
     "document_text": {
         "doc_id": "VARCHAR", "source_uri": "VARCHAR", "text": "VARCHAR",
         "page_spans": 'STRUCT(page_number INTEGER, "start" BIGINT, "end" BIGINT)[]',
         "missing_pages": "INTEGER[]", "removed": "VARCHAR[]", "status": "VARCHAR",
         "model": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
+        "meta": "MAP(VARCHAR, VARCHAR)",
     },
 }  # fmt: skip
 
