@@ -57,6 +57,8 @@ def run(
     settings = Settings.from_options(opts)
     run_id = opts.run_id or new_run_id()
     plan = check_budget_at_launch(opts)  # --max-cost: refuse before any work (None without)
+    if model_handler is None:  # its launcher-side checks fail fast (key, model), before
+        model_handler = _make_backend(settings)  # anything is written
     process = Process(settings, backend=model_handler, run_id=run_id)  # checks the manifests
     # the ledger of budget and progress (a file under the staging folder): made once the
     # settings and inputs are known good, so a refused job writes nothing
