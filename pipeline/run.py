@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -22,6 +23,7 @@ from vlbeam.pipeline.budget import (
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
+    extract_config,
     layout_config,
     model_config,
     page_policy,
@@ -32,15 +34,25 @@ from vlbeam.pipeline.options import (
     server_spec,
     video_config,
 )
-from vlbeam.pipeline.prompts import coarse_prompt, grounding_prompt, ocr_prompt, read_queries
+from vlbeam.pipeline.prompts import (
+    coarse_prompt,
+    extract_prompt,
+    grounding_prompt,
+    ocr_prompt,
+    read_extract_schema,
+    read_queries,
+)
 from vlbeam.pipeline.summary import counters, format_summary
 from vlbeam.schemas import TABLES
+from vlbeam.schemas.config import ExtractConfig, Prompt
 from vlbeam.schemas.elements import PageRef, Provenance, VideoWindow
 from vlbeam.schemas.errors import EngineUnavailable
 from vlbeam.schemas.ids import new_run_id
+from vlbeam.transforms.answers.extraction import ExtractSchema
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.coarse_to_fine import RefineFromCoarse
 from vlbeam.transforms.documents import SummarizeDocuments
+from vlbeam.transforms.extract import ExtractFields
 from vlbeam.transforms.figures import FigureCropper
 from vlbeam.transforms.grounding import GroundVideo
 from vlbeam.transforms.inference import InferUnits, close_idle_engines
@@ -67,9 +79,12 @@ def build_pipeline(
     backend: InferenceBackend,
     run_id: str,
     account: RunAccount | None = None,
+    extraction: ExtractionPlan | None = None,
 ) -> None:
-    """Wire the whole job onto `p` (no I/O happens here). `account`: the run's ledger and
-    budget (`transforms/run_ledger.py`)."""
+    """Wire the whole job onto `p` (no I/O happens here, but reading --extract's schema when
+    `extraction` is not given). `account`: the run's ledger and budget
+    (`transforms/run_ledger.py`)."""
+    extraction = extraction if extraction is not None else extraction_plan(opts)
     tasks = parse_tasks(opts.tasks)
     model = backend.model_name
     layout = layout_config(opts)
@@ -88,6 +103,8 @@ def build_pipeline(
     prompt_by_kind = {"pdf": ocr_p.prompt_id, "image": ocr_p.prompt_id,
                       "video": ground_p.prompt_id}  # fmt: skip
     done = done_documents(p, opts.output, model, backend.backend) if opts.skip_existing else None
+    if done is not None and extraction is not None:  # done = OCR'd *and* extracted with it
+        done = extracted_with(p, done, opts.output, extraction.schema.schema_id)
     patterns = p | "InputPatterns" >> beam.Create(list(opts.input))
     ingest = patterns | "Ingest" >> IngestFiles(tasks, prompt_by_kind, done)
 
@@ -122,6 +139,12 @@ def build_pipeline(
         ok_windows.append(coarse["ok"])
         unit_failures.append(coarse["failures"])
 
+    extract_input = (
+        planned["units"] if extraction and extraction.cfg.source == "images" else page_rows
+    )
+    extracted = extract_pass(p, extraction, infer, extract_input, backend, run_id)
+    unit_failures.append(extracted["failures"])
+
     failures = (
         ingest["failures"],
         planned["failures"],
@@ -148,6 +171,43 @@ def build_pipeline(
     write(window_rows | "AllWindowRows" >> beam.Flatten(), "video_windows")
     write(grounded["events"], "video_events")
     write(failures | "FailureRows" >> beam.Map(lambda f: f.to_row(run_id)), "failures")
+    write(extracted["rows"], "extractions")
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """--extract, read and checked at launch: the schema, the instruction, the flags."""
+
+    schema: ExtractSchema
+    prompt: Prompt
+    cfg: ExtractConfig
+
+
+def extraction_plan(opts: VlbeamOptions) -> ExtractionPlan | None:
+    """None without --extract; a bad schema or flag raises here (ValueError, one line)."""
+    cfg = extract_config(opts)
+    if cfg.schema_path is None:
+        if cfg.prompt_file:
+            raise ValueError("--extract-prompt-file needs --extract SCHEMA.json")
+        return None
+    schema = read_extract_schema(cfg.schema_path)
+    return ExtractionPlan(schema, extract_prompt(cfg.prompt_file), cfg)
+
+
+def extract_pass(p, plan: ExtractionPlan | None, infer: InferUnits, inputs, backend, run_id):
+    """--extract: `pages` rows (or, from images, the planned page ranges) → dict of `rows`
+    (the extractions table) and `failures`, through the OCR stage's engine and helper
+    processes; without --extract, both empty."""
+    if plan is None:
+        empty = p | "NoExtractions" >> beam.Create([])
+        return {"rows": empty, "failures": p | "NoExtractionFailures" >> beam.Create([])}
+    prov = Provenance(
+        backend.model_name, backend.backend, plan.prompt.prompt_id, run_id, backend.provider
+    )
+    guided = getattr(backend, "guided", "none")
+    return inputs | "Extract" >> ExtractFields(
+        infer.engine_stage, plan.schema, plan.prompt, plan.cfg, prov, guided
+    )
 
 
 def grounding_video_config(cfg: VideoConfig, queries: list[str]) -> VideoConfig:
@@ -202,6 +262,37 @@ def done_documents(p: beam.Pipeline, output: str, model: str, backend: str):
         | "DoneKeys" >> beam.Map(lambda r: ((r["doc_id"], r["prompt_id"]), True))
         | "OncePerKey" >> beam.Distinct()
     )
+
+
+def extracted_with(p: beam.Pipeline, done, output: str, schema_id: str):
+    """--skip-existing with --extract: of the `done` documents, those an earlier run also
+    extracted with this very schema (`schema_id` pins its hash: a changed schema
+    re-extracts, which re-reads the document)."""
+    pattern = table_glob(output, "extractions")
+    if not FileSystems.match([pattern])[0].metadata_list:
+        return p | "NothingExtractedBefore" >> beam.Create([])
+    extracted = (
+        p
+        | "ReadEarlierExtractions"
+        >> beam.io.ReadFromParquet(pattern, columns=["doc_id", "schema_id"])
+        | "WithThisSchema" >> beam.Filter(lambda r: r["schema_id"] == schema_id)
+        | "ExtractedDocs" >> beam.Map(lambda r: (r["doc_id"], "extracted"))
+    )
+    by_doc = done | "DoneByDoc" >> beam.Map(lambda kv: (kv[0][0], kv[0]))
+    return (
+        (by_doc, extracted)
+        | "DoneAndExtracted" >> beam.Flatten()
+        | "GroupDoneByDoc" >> beam.GroupByKey()
+        | "BothDone" >> beam.FlatMap(_done_and_extracted)
+    )
+
+
+def _done_and_extracted(grouped):
+    _doc, values = grouped
+    values = list(values)
+    if "extracted" in values:
+        for key in dict.fromkeys(v for v in values if v != "extracted"):
+            yield key, True
 
 
 def vars_of(prov: Provenance) -> dict:
@@ -261,13 +352,14 @@ def run(
     run_id = opts.run_id or new_run_id()
     plan = check_budget_at_launch(opts)  # --max-cost: refuse before any work (None without)
 
+    extraction = extraction_plan(opts)  # a bad --extract schema fails before any work
     if model_handler is None:
         model_handler = make_backend(opts)
 
     mode = "append" if opts.skip_existing else opts.output_mode
     p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     account = account_for(opts, standard.runner, run_id)
-    build_pipeline(p, opts, model_handler, run_id, account)
+    build_pipeline(p, opts, model_handler, run_id, account, extraction)
     manifest = RunManifest(run_id, opts, options)
     manifest.start(opts.output, plan.totals() if plan is not None else None)
     logger.info("vlbeam run %s: %s -> %s", run_id, ", ".join(opts.input), opts.output)

@@ -100,7 +100,15 @@ def nightly_output(out: Path, runs: int = 4) -> Path:
         write(out / "documents" / f"run={run}" / "part-00000-of-00001.parquet", doc_rows(run, 3))
         write(out / "video_events" / f"run={run}" / "part-00000-of-00001.parquet",
               event_rows(run, 2))  # fmt: skip
-        empty = ("video_windows", "failures", "blocks", "tables", "figures", "document_text")
+        empty = (
+            "video_windows",
+            "failures",
+            "blocks",
+            "tables",
+            "figures",
+            "document_text",
+            "extractions",
+        )
         for table in empty:  # what an empty table gets
             write(out / table / f"run={run}" / "part-empty.parquet", TABLES[table].empty_table())
         (out / RUNS).mkdir(exist_ok=True)

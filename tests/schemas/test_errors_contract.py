@@ -30,6 +30,7 @@ PINNED = {
     "NoVideoStream",
     "EmptyWindow",
     "UnparseableAnswer",
+    "TooManyPages",
     "ModelNotFound",
     "MissingApiKey",
     "PreflightFailed",
