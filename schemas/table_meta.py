@@ -6,7 +6,8 @@ Version 1 is the unversioned layout written before this key existed (nullable li
 version 3 added `pages.text_source`, `quality_flags`, `text_layer_agreement`, `retries` and
 `video_windows.quality_flags`; version 4 added the tables `blocks`, `tables`, `figures` and
 `document_text`, and `video_windows.grounding_pass`, `candidate_queries`, `coarse_windows` and
-`video_events.coarse_window_indexes` (all nullable: older files read as nulls); version 5 added the `extractions` table.
+`video_events.coarse_window_indexes` (all nullable: older files read as nulls); version 5
+added the `extractions` table.
 """
 
 from __future__ import annotations

@@ -93,6 +93,7 @@ DUCKDB_TYPES = {
         "page_spans": 'STRUCT(page_number INTEGER, "start" BIGINT, "end" BIGINT)[]',
         "missing_pages": "INTEGER[]", "removed": "VARCHAR[]", "status": "VARCHAR",
         "model": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
+    },
     "extractions": {
         "doc_id": "VARCHAR", "source_uri": "VARCHAR", "scope": "VARCHAR",
         "page_number": "INTEGER", "schema_id": "VARCHAR", "json": "VARCHAR",
@@ -138,8 +139,7 @@ def output(tmp_path_factory) -> Path:
     schema.write_text('{"type": "object", "properties": {"title": {"type": "string"}}}')
     for run_id in RUN_IDS:
         extra = ["--output-mode=append", "--query=a door opens", "--ocr-format=html",
-                 "--figures=crop"]  # fmt: skip
-        extra = ["--output-mode=append", "--query=a door opens", f"--extract={schema}"]
+                 "--figures=crop", f"--extract={schema}"]  # fmt: skip
         extra += [f"--run-id={run_id}"] if run_id else []
         run_job([f"{src}/*"], out, *extra, handler=fake_handler(html_or_grounding_answers))
     return out
