@@ -1,0 +1,229 @@
+"""Do the tests catch what they claim? Break the product code on purpose, run the test(s)
+that guard the behaviour, expect them to fail, put the code back (issue #26).
+
+Each mutation is a text patch to one product file: `old` must occur exactly once and is
+replaced by `new` for the duration of its run; the file's bytes are restored afterwards
+(also on Ctrl-C or an error). A mutation counts as caught when pytest reports failed tests
+(exit code 1); an import or collection error (exit code 2 and up) is reported as such,
+because a mutation that breaks the module's syntax proves nothing about the test.
+
+    python bench/mutations.py                 # every mutation, a table at the end
+    python bench/mutations.py --only 4 11     # the items named (issue #26 numbering)
+    python bench/mutations.py --baseline      # first run each guarding test unmutated
+    python bench/mutations.py --list
+
+Run it from a checkout with nothing else changing the product files meanwhile. It writes
+`bench/results/mutations.json` (one row per mutation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    item: int  # the blind spot's number in issue #26
+    name: str
+    path: str  # product file, relative to the repository root
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest node ids that must fail
+    timeout_s: int = 600
+
+    def __post_init__(self) -> None:
+        if self.old == self.new:
+            raise ValueError(f"{self.name}: the patch changes nothing")
+
+
+@dataclass
+class Outcome:
+    item: int
+    name: str
+    path: str
+    tests: list[str]
+    baseline: str = "not run"  # passed / FAILED / not run
+    mutated: str = ""  # caught / MISSED / error (rc N) / timeout
+    seconds: float = 0.0
+    tail: list[str] = field(default_factory=list)
+
+
+T = "tests/"
+MUTATIONS: tuple[Mutation, ...] = (
+    # 1: swap_folders that never calls the atomic exchange: readers see no folder between
+    # the two renames
+    Mutation(
+        1,
+        "swap_folders skips renameat2(RENAME_EXCHANGE)",
+        "outputs/compact.py",
+        "    if _exchange(live, new):\n        return\n    parked",
+        "    parked",
+        (T + "outputs/test_compact.py::test_readers_see_the_old_rows_or_the_new_never_both",),
+    ),
+    # 2: the child never reopens a long document
+    Mutation(
+        2,
+        "helper never reopens the document",
+        "transforms/media/helper_process.py",
+        "self.pages_since_open >= REOPEN_EVERY_PAGES:",
+        "self.pages_since_open >= 10**9:",
+        (T + "media/test_helper_process.py::test_long_documents_are_reopened_to_keep_memory_flat",),
+    ),
+    # 4: the README's secret words the issue found unexercised
+    Mutation(
+        4,
+        "secret-name rule without auth|private|cookie|signature|passphrase|pwd",
+        "schemas/redaction.py",
+        'r"key|secret|passw|passphrase|pwd|token|credential|connection_?str|auth|private|cookie"'
+        '\n    r"|signature|^sig$"',
+        'r"key|secret|passw|token|credential|connection_?str|^sig$"',
+        (T + "outputs/test_manifest.py",),
+    ),
+    # 14: 403 no longer counts as an authentication failure
+    Mutation(
+        14,
+        "403 does not abort",
+        "transforms/backends/openai_engine.py",
+        "AUTH_STATUS = frozenset({401, 403})",
+        "AUTH_STATUS = frozenset({401})",
+        (T + "backends/test_api_backend.py::test_auth_failures_abort_after_that_many_in_a_row",),
+    ),
+    Mutation(
+        14,
+        "400 and 404 abort like 401",
+        "transforms/backends/openai_engine.py",
+        "AUTH_STATUS = frozenset({401, 403})",
+        "AUTH_STATUS = frozenset({400, 401, 403, 404})",
+        (T + "backends/test_api_backend.py::test_client_errors_never_abort_the_run",),
+    ),
+    # 8: concurrent waiters all scheduled one interval after "now" (no queue of starts)
+    Mutation(
+        8,
+        "rate limiter schedules from now, not from the last start",
+        "transforms/backends/openai_engine.py",
+        "self._next = start + self._interval",
+        "self._next = now + self._interval",
+        (
+            T + "backends/test_api_backend.py::test_rate_limiter_schedules_evenly_spaced_starts",
+            T + "backends/test_api_backend.py::test_requests_per_minute_spaces_the_starts",
+        ),
+    ),
+    Mutation(
+        8,
+        "rate limiter interval halved",
+        "transforms/backends/openai_engine.py",
+        "self._interval = 60.0 / per_minute if per_minute else 0.0",
+        "self._interval = 30.0 / per_minute if per_minute else 0.0",
+        (T + "backends/test_api_backend.py::test_requests_per_minute_spaces_the_starts",),
+    ),
+    # 16: an HTTP-date Retry-After ignored (backoff only)
+    Mutation(
+        16,
+        "Retry-After HTTP date not parsed",
+        "transforms/backends/openai_engine.py",
+        "        when = parsedate_to_datetime(value).timestamp()",
+        "        when = parsedate_to_datetime(value).timestamp()\n        return None",
+        (T + "backends/test_api_backend.py::test_429_waits_for_a_retry_after_http_date",),
+    ),
+    Mutation(
+        16,
+        "Retry-After HTTP date measured against the monotonic clock",
+        "transforms/backends/openai_engine.py",
+        "when - (now if now is not None else time.time())",
+        "when - (now if now is not None else time.monotonic())",
+        (T + "backends/test_api_backend.py::test_429_waits_for_a_retry_after_http_date",),
+    ),
+)
+
+
+def run_tests(tests: tuple[str, ...], timeout_s: int) -> tuple[int | None, list[str]]:
+    env = {**os.environ, "CI": "true"}
+    argv = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        proc = subprocess.run(
+            argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+        return None, out.splitlines()[-6:]
+    lines = (proc.stdout + proc.stderr).splitlines()
+    return proc.returncode, [line for line in lines if line.strip()][-6:]
+
+
+def apply(m: Mutation) -> bytes:
+    path = REPO / m.path
+    original = path.read_bytes()
+    text = original.decode()
+    count = text.count(m.old)
+    if count != 1:
+        raise SystemExit(f"{m.name}: the text to replace occurs {count} times in {m.path}")
+    path.write_text(text.replace(m.old, m.new))
+    return original
+
+
+def check(m: Mutation, baseline: bool) -> Outcome:
+    outcome = Outcome(m.item, m.name, m.path, list(m.tests))
+    started = time.monotonic()
+    if baseline:
+        rc, tail = run_tests(m.tests, m.timeout_s)
+        outcome.baseline = "passed" if rc == 0 else f"FAILED (rc {rc})"
+        if rc != 0:
+            outcome.tail = tail
+    original = apply(m)
+    try:
+        rc, tail = run_tests(m.tests, m.timeout_s)
+    finally:
+        (REPO / m.path).write_bytes(original)
+    outcome.mutated = {0: "MISSED", 1: "caught", None: "timeout"}.get(rc, f"error (rc {rc})")
+    outcome.tail = outcome.tail or tail
+    outcome.seconds = round(time.monotonic() - started, 1)
+    return outcome
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = [("item", "mutation", "baseline", "mutated", "s")]
+    rows += [(str(o.item), o.name, o.baseline, o.mutated, f"{o.seconds:.0f}") for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", type=int, nargs="*", help="issue #26 item numbers")
+    parser.add_argument("--baseline", action="store_true", help="run each test unmutated first")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--json", default=str(REPO / "bench" / "results" / "mutations.json"))
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.only or m.item in args.only]
+    if args.list:
+        for m in chosen:
+            print(f"{m.item:>2}  {m.name}  ({m.path})  -> {' '.join(m.tests)}")
+        return 0
+    outcomes = []
+    for m in chosen:
+        outcome = check(m, args.baseline)
+        print(f"[{outcome.mutated}] {m.item}: {m.name} ({outcome.seconds:.0f} s)", flush=True)
+        if outcome.mutated != "caught" or outcome.baseline.startswith("FAILED"):
+            print("    " + "\n    ".join(outcome.tail), flush=True)
+        outcomes.append(outcome)
+    print()
+    print(table(outcomes))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
+    ok = all(o.mutated == "caught" and not o.baseline.startswith("FAILED") for o in outcomes)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
