@@ -58,6 +58,12 @@ class Outcome:
 
 
 T = "tests/"
+TEXT_POLICIES = (
+    "e2e/test_text_policy.py::test_text_layer_policies_on_born_digital_and_scanned_pages"
+)
+CSP_BROWSER = (
+    "outputs/test_report.py::test_the_csp_blocks_what_an_injected_tag_or_script_would_load"
+)
 MUTATIONS: tuple[Mutation, ...] = (
     # 1: swap_folders that never calls the atomic exchange: readers see no folder between
     # the two renames
@@ -141,6 +147,95 @@ MUTATIONS: tuple[Mutation, ...] = (
         "when - (now if now is not None else time.time())",
         "when - (now if now is not None else time.monotonic())",
         (T + "backends/test_api_backend.py::test_429_waits_for_a_retry_after_http_date",),
+    ),
+    # 5: the text layer used as read, not cleaned
+    Mutation(
+        5,
+        "prefer policy's text not cleaned",
+        "transforms/inference.py",
+        'text = clean_text_layer(ref.text_layer or "") if',
+        'text = (ref.text_layer or "") if',
+        (
+            T
+            + "e2e/test_text_policy.py::test_text_layer_policies_on_born_digital_and_scanned_pages",
+        ),
+    ),
+    Mutation(
+        5,
+        "cleaning keeps pdfium's hyphen markers",
+        "transforms/media/text_layer.py",
+        'text.replace("\\r\\n", "\\n").replace(PDFIUM_SOFT_HYPHEN, "")',
+        'text.replace("\\r\\n", "\\n")',
+        (
+            T
+            + "e2e/test_text_policy.py::test_text_layer_policies_on_born_digital_and_scanned_pages",
+        ),
+    ),
+    # 6: a looser CSP, seen by the exact directive comparison and, separately, by the browser
+    Mutation(
+        6,
+        "CSP img-src also allows https:",
+        "outputs/report/render.py",
+        "\"default-src 'none'; img-src data:; ",
+        "\"default-src 'none'; img-src data: https:; ",
+        (T + "outputs/test_report.py::test_report_output_is_self_contained",),
+    ),
+    Mutation(
+        6,
+        "CSP with an added connect-src *",
+        "outputs/report/render.py",
+        "base-uri 'none'; form-action 'none'\"",
+        "base-uri 'none'; form-action 'none'; connect-src *\"",
+        (T + "outputs/test_report.py::test_report_output_is_self_contained",),
+    ),
+    Mutation(
+        6,
+        "CSP without base-uri",
+        "outputs/report/render.py",
+        "base-uri 'none'; form-action 'none'\"",
+        "form-action 'none'\"",
+        (T + "outputs/test_report.py::test_report_output_is_self_contained",),
+    ),
+    Mutation(
+        6,
+        "CSP img-src allows http: (browser test alone)",
+        "outputs/report/render.py",
+        "\"default-src 'none'; img-src data:; ",
+        "\"default-src 'none'; img-src data: http:; ",
+        (T + CSP_BROWSER,),
+    ),
+    Mutation(
+        6,
+        "CSP with connect-src * (browser test alone)",
+        "outputs/report/render.py",
+        "base-uri 'none'; form-action 'none'\"",
+        "base-uri 'none'; form-action 'none'; connect-src *\"",
+        (T + CSP_BROWSER,),
+    ),
+    # 7: the suite's own rules (here the "product" is the CI script and the test helper)
+    Mutation(
+        7,
+        ".ci/run no longer exports CI=true",
+        ".ci/run",
+        "export CI=true\n",
+        "",
+        (T + "test_suite_rules.py",),
+    ),
+    Mutation(
+        7,
+        "an importorskip comes back",
+        "tests/backends/test_managed_server.py",
+        'require_module("PIL", "all")',
+        'pytest.importorskip("PIL")',
+        (T + "test_suite_rules.py",),
+    ),
+    Mutation(
+        7,
+        "require_module skips under CI too",
+        "tests/conftest.py",
+        '        if os.environ.get("CI") == "true":\n            raise\n',
+        "",
+        (T + "test_suite_rules.py",),
     ),
 )
 

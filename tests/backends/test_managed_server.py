@@ -530,8 +530,8 @@ def chat(server: ManagedServer, max_tokens: int, timeout: float = 120) -> tuple[
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_transformers_serve_start_kill_restart_stop(tiny_model, tmp_path):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("uvicorn")
+    require_module("fastapi", "dev")
+    require_module("uvicorn", "dev")
     hub_cache = tmp_path / "hf-hub-cache"  # transformers serve scans it; it must exist
     hub_cache.mkdir()
     spec = ServerSpec(
@@ -624,7 +624,7 @@ def bench_args(bench, *argv: str):
 
 
 def test_bench_builds_the_published_qwen3_vl_2b_architecture(bench):
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", "transformers")
     from transformers import Qwen3VLForConditionalGeneration
 
     config = bench.qwen3_vl_2b_config()
@@ -701,7 +701,7 @@ def test_bench_summary_ratios_cost_and_same_work(bench):
 
 
 def test_bench_renders_the_same_pages_every_time(bench):
-    pytest.importorskip("PIL")
+    require_module("PIL", "all")
     from PIL import Image
 
     pages = bench.render_pages(3)
@@ -723,8 +723,8 @@ def test_bench_gpu_run_sh_is_one_prepared_script():
 @pytest.mark.timeout(600)
 def test_bench_gpu_smoke_run_on_cpu(tmp_path):
     """run.sh end to end on the tiny checkpoint on a CPU: every path does the same, fixed work."""
-    pytest.importorskip("fastapi")
-    pytest.importorskip("aiohttp")
+    require_module("fastapi", "dev")
+    require_module("aiohttp", "openai")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": PY, "OUT": str(out), "VLBEAM_WHEELS": str(tmp_path / "none"),
            "BENCH_TIMEOUT_S": "500"}  # fmt: skip
