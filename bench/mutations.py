@@ -237,6 +237,63 @@ MUTATIONS: tuple[Mutation, ...] = (
         "",
         (T + "test_suite_rules.py",),
     ),
+    # 11: a republished run id keeps the files of its first publish
+    Mutation(
+        11,
+        "publish keeps the same run id's earlier files",
+        "outputs/publish.py",
+        "        if old:\n            FileSystems.delete(old)\n",
+        "",
+        (
+            T + "e2e/test_scheduled_runs.py::"
+            "test_the_same_run_id_published_again_with_fewer_shards_leaves_no_stale_shard",
+        ),
+    ),
+    # 12: what --skip-existing counts as done
+    Mutation(
+        12,
+        "skip-existing ignores the backend",
+        "pipeline/run.py",
+        'r["model"] == model and r["backend"] == backend',
+        'r["model"] == model',
+        (
+            T + "e2e/test_skip_existing_model.py::"
+            "test_skip_existing_reprocesses_under_another_backend_with_the_same_model_name",
+        ),
+    ),
+    Mutation(
+        12,
+        "skip-existing counts a partial document as done",
+        "pipeline/run.py",
+        'lambda r: r["status"] == "ok" and',
+        'lambda r: r["status"] in ("ok", "partial") and',
+        (T + "e2e/test_skip_existing_model.py::test_skip_existing_reprocesses_a_partial_document",),
+    ),
+    # 15: the merge gap and repeated queries
+    Mutation(
+        15,
+        "merge gap 0 (overlap only)",
+        "pipeline/run.py",
+        "gap_s=1.0 / video_cfg.sampling.fps",
+        "gap_s=0.0",
+        (T + "e2e/test_grounding_merge.py",),
+    ),
+    Mutation(
+        15,
+        "merge gap fixed at 1 s whatever --fps",
+        "pipeline/run.py",
+        "gap_s=1.0 / video_cfg.sampling.fps",
+        "gap_s=1.0",
+        (T + "e2e/test_grounding_merge.py",),
+    ),
+    Mutation(
+        15,
+        "only the last --query kept",
+        "pipeline/prompts.py",
+        "found = list(queries or [])",
+        "found = list(queries or [])[-1:]",
+        (T + "e2e/test_grounding_merge.py",),
+    ),
 )
 
 
