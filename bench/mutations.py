@@ -294,6 +294,23 @@ MUTATIONS: tuple[Mutation, ...] = (
         "found = list(queries or [])[-1:]",
         (T + "e2e/test_grounding_merge.py",),
     ),
+    # 13: time bounds through the job (a caught mutation here ends in pytest's timeout)
+    Mutation(
+        13,
+        "helper calls wait without a deadline",
+        "transforms/media/helper_process.py",
+        "reply = _read_msg(proc.stdout.fileno(), time.monotonic() + timeout_s)",
+        "reply = _read_msg(proc.stdout.fileno(), time.monotonic() + 3600)",
+        (T + "e2e/test_helper_time_bounds.py",),
+    ),
+    Mutation(
+        13,
+        "--decode-timeout-s not used for a window",
+        "transforms/video_frames.py",
+        "self._cfg.sampling, self._cfg.timeout_s",
+        "self._cfg.sampling, 100 * self._cfg.timeout_s",
+        (T + "e2e/test_helper_time_bounds.py",),
+    ),
 )
 
 
