@@ -311,6 +311,49 @@ MUTATIONS: tuple[Mutation, ...] = (
         "self._cfg.sampling, 100 * self._cfg.timeout_s",
         (T + "e2e/test_helper_time_bounds.py",),
     ),
+    # 3: the pipeline sends each page with its colours inverted (same size and token count:
+    # only the answer of a model that looks at the picture can tell; the stock tiny
+    # checkpoint answers newlines to both). The sharp checkpoint answers alike to mirrored,
+    # flipped, shifted or greyscale pages of this sample, so those are not used here.
+    Mutation(
+        3,
+        "pages reach the model with inverted colours",
+        "transforms/ocr.py",
+        "VLRequest(images=(page.image,), prompt=prompt.text)",
+        "VLRequest(images=(_inverted(page.image),), prompt=prompt.text)\n\n\n"
+        "def _inverted(data):\n"
+        "    import io\n    from PIL import Image, ImageOps\n    buf = io.BytesIO()\n"
+        "    ImageOps.invert(Image.open(io.BytesIO(data)).convert('RGB')).save(buf, 'PNG')\n"
+        "    return buf.getvalue()",
+        (T + "e2e/test_pipeline_ocr.py::test_tiny_model_end_to_end_on_samples",),
+    ),
+    # 9: the kill test waits for the first streamed bytes, then kills: a server that is not
+    # restarted fails it
+    Mutation(
+        9,
+        "a dead managed server is not restarted",
+        "transforms/backends/managed_server.py",
+        "            elif not self.alive():\n                self.restart()",
+        "            elif False:\n                self.restart()",
+        (T + "backends/test_managed_server.py::test_transformers_serve_start_kill_restart_stop",),
+    ),
+    # 10: expected values from the manifest, page boxes and packets
+    Mutation(
+        10,
+        "page size truncated instead of rounded",
+        "transforms/media/pdf_render.py",
+        "max(1, round(width * scale)), max(1, round(height * scale))",
+        "max(1, int(width * scale)), max(1, int(height * scale))",
+        (T + "e2e/test_corpus_outcomes.py",),
+    ),
+    Mutation(
+        10,
+        "video duration from the container, not the stream",
+        "transforms/media/video_decode.py",
+        "    if stream.duration and time_base:",
+        "    if False:",
+        (T + "e2e/test_corpus_outcomes.py",),
+    ),
 )
 
 

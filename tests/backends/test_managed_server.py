@@ -9,6 +9,7 @@ result parsing, the summary table) are tested at the end.
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import io
 import json
@@ -557,15 +558,18 @@ def test_transformers_serve_start_kill_restart_stop(tiny_model, tmp_path):
         assert answer["usage"]["completion_tokens"] == 2
         first = tree(server.pid)
 
-        # kill -9 while a long request is in flight: it fails, the server is restarted, and
-        # the same request sent again is answered
+        # kill -9 while a long request is in flight (its first streamed bytes have arrived,
+        # so the server is generating): it fails, the server is restarted, and the same
+        # request sent again is answered
         outcome: dict = {}
-        thread = threading.Thread(target=lambda: outcome.update(r=_chat_or_error(server)))
+        streaming = threading.Event()
+        thread = threading.Thread(target=_stream_or_error, args=(server, streaming, outcome))
         thread.start()
-        time.sleep(1.5)
+        assert streaming.wait(60) and outcome.get("first"), outcome  # in flight, not failed
         os.kill(server.pid, signal.SIGKILL)
         thread.join(timeout=60)
-        assert isinstance(outcome["r"], OSError), outcome  # the in-flight request broke
+        broken = (OSError, http.client.HTTPException)  # reset, or a chunked body cut short
+        assert isinstance(outcome["r"], broken), outcome  # the in-flight request broke
         wait_until(lambda: not server.alive())  # the socket closes a moment before the exit
         server.ensure_running()
         assert server.restarts == 1 and server.alive() and server.ready()
@@ -586,11 +590,31 @@ def wait_until(condition, within_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def _chat_or_error(server: ManagedServer):
+def _stream_or_error(server: ManagedServer, streaming: threading.Event, outcome: dict) -> None:
+    """A streamed chat that would take minutes: sets `streaming` once its first bytes arrive
+    (outcome["first"]), then reads to the end; outcome["r"]: "completed" or the error."""
+    body = {
+        "model": server.spec.model_name,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 4000,
+        "stream": True,
+    }
+    request = urllib.request.Request(
+        server.base_url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
-        return chat(server, max_tokens=4000, timeout=60)
-    except OSError as exc:  # connection reset / remote disconnected
-        return exc
+        with _LOCAL.open(request, timeout=60) as response:
+            outcome["first"] = response.readline()
+            streaming.set()
+            while response.read(65536):
+                pass
+        outcome["r"] = "completed"
+    except (OSError, http.client.HTTPException) as exc:
+        outcome["r"] = exc
+    finally:
+        streaming.set()
 
 
 # ---------------------------------------------------------------- the GPU bench's CPU side
