@@ -307,8 +307,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         13,
         "--decode-timeout-s not used for a window",
         "transforms/video_frames.py",
-        "self._cfg.sampling, self._cfg.timeout_s",
-        "self._cfg.sampling, 100 * self._cfg.timeout_s",
+        "                self._cfg.timeout_s,\n            )",
+        "                100 * self._cfg.timeout_s,\n            )",
         (T + "e2e/test_helper_time_bounds.py",),
     ),
     # 3: the pipeline sends each page with its colours inverted (same size and token count:
