@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from vlbeam.pipeline.job_config import JobConfig, parse_tasks
 from vlbeam.pipeline.progress_display import RunControl
-from vlbeam.schemas.config import LayoutConfig, ModelConfig, PagePolicy, RenderConfig
+from vlbeam.schemas.config import ExtractConfig, LayoutConfig, ModelConfig, PagePolicy, RenderConfig
 from vlbeam.schemas.flags import add_flags, flag_values, from_flags
 from vlbeam.transforms.backends.openai_protocol import (
     ApiConfig,
@@ -43,6 +43,7 @@ SECTIONS = (
     ("managed inference servers (--backend vllm|sglang)", (ServerSpec,)),
     ("HTTP API backend (--backend openai)", (ApiConfig, ApiRouting)),
     ("budget and progress", (RunControl,)),
+    ("extraction (--extract SCHEMA.json)", (ExtractConfig,)),
 )
 
 # the ApiConfig fields a managed server's requests take from the flags (the rest are a
@@ -138,6 +139,10 @@ def layout_config(opts: VlbeamOptions) -> LayoutConfig:
 
 def page_policy(opts: VlbeamOptions) -> PagePolicy:
     return from_flags(PagePolicy, opts)
+
+
+def extract_config(opts: VlbeamOptions) -> ExtractConfig:
+    return from_flags(ExtractConfig, opts)
 
 
 # ---------------------------------------------------------------- unknown flags

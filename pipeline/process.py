@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -18,14 +19,24 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PBegin, PCollection
 
 from vlbeam.outputs.layout import table_glob
-from vlbeam.pipeline.prompts import coarse_prompt, grounding_prompt, ocr_prompt, read_queries
+from vlbeam.pipeline.prompts import (
+    coarse_prompt,
+    extract_prompt,
+    grounding_prompt,
+    ocr_prompt,
+    read_extract_schema,
+    read_queries,
+)
 from vlbeam.pipeline.settings import Settings, make_backend
+from vlbeam.schemas.config import ExtractConfig, Prompt
 from vlbeam.schemas.elements import PageRef, Provenance, VideoWindow
 from vlbeam.schemas.ids import new_run_id
 from vlbeam.schemas.meta import normalize_meta
+from vlbeam.transforms.answers.extraction import ExtractSchema
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.coarse_to_fine import RefineFromCoarse
 from vlbeam.transforms.documents import SummarizeDocuments
+from vlbeam.transforms.extract import ExtractFields
 from vlbeam.transforms.figures import FigureCropper
 from vlbeam.transforms.grounding import GroundVideo
 from vlbeam.transforms.inference import InferUnits
@@ -57,6 +68,7 @@ class ProcessResult(dict):
     tables: PCollection
     figures: PCollection
     document_text: PCollection
+    extractions: PCollection
     run_id: str
 
     def __getattr__(self, name: str) -> PCollection:
@@ -121,6 +133,72 @@ def refine_pass(units, coarse_results, infer: InferUnits, plan_args: tuple):
     return refined["results"], {**planned, "failures": refined["failures"]}
 
 
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """--extract, read and checked at launch: the schema, the instruction, the flags."""
+
+    schema: ExtractSchema
+    prompt: Prompt
+    cfg: ExtractConfig
+
+
+def extraction_plan(cfg: ExtractConfig) -> ExtractionPlan | None:
+    """None without --extract; a bad schema or flag raises here (ValueError, one line)."""
+    if cfg.schema_path is None:
+        if cfg.prompt_file:
+            raise ValueError("--extract-prompt-file needs --extract SCHEMA.json")
+        return None
+    schema = read_extract_schema(cfg.schema_path)
+    return ExtractionPlan(schema, extract_prompt(cfg.prompt_file), cfg)
+
+
+def extract_pass(p, plan: ExtractionPlan | None, infer: InferUnits, inputs, backend, run_id):
+    """--extract: `pages` rows (or, from images, the planned page ranges) → dict of `rows`
+    (the extractions table) and `failures`, through the OCR stage's engine and helper
+    processes; without --extract, both empty."""
+    if plan is None:
+        empty = p | "NoExtractions" >> beam.Create([])
+        return {"rows": empty, "failures": p | "NoExtractionFailures" >> beam.Create([])}
+    prov = Provenance(
+        backend.model_name, backend.backend, plan.prompt.prompt_id, run_id, backend.provider
+    )
+    guided = getattr(backend, "guided", "none")
+    return inputs | "Extract" >> ExtractFields(
+        infer.engine_stage, plan.schema, plan.prompt, plan.cfg, prov, guided
+    )
+
+
+def extracted_with(p: beam.Pipeline, done, output: str, schema_id: str):
+    """--skip-existing with --extract: of the `done` documents, those an earlier run also
+    extracted with this very schema (`schema_id` pins its hash: a changed schema
+    re-extracts, which re-reads the document)."""
+    pattern = table_glob(output, "extractions")
+    if not FileSystems.match([pattern])[0].metadata_list:
+        return p | "NothingExtractedBefore" >> beam.Create([])
+    extracted = (
+        p
+        | "ReadEarlierExtractions"
+        >> beam.io.ReadFromParquet(pattern, columns=["doc_id", "schema_id"])
+        | "WithThisSchema" >> beam.Filter(lambda r: r["schema_id"] == schema_id)
+        | "ExtractedDocs" >> beam.Map(lambda r: (r["doc_id"], "extracted"))
+    )
+    by_doc = done | "DoneByDoc" >> beam.Map(lambda kv: (kv[0][0], kv[0]))
+    return (
+        (by_doc, extracted)
+        | "DoneAndExtracted" >> beam.Flatten()
+        | "GroupDoneByDoc" >> beam.GroupByKey()
+        | "BothDone" >> beam.FlatMap(_done_and_extracted)
+    )
+
+
+def _done_and_extracted(grouped):
+    _doc, values = grouped
+    values = list(values)
+    if "extracted" in values:
+        for key in dict.fromkeys(v for v in values if v != "extracted"):
+            yield key, True
+
+
 class Process(beam.PTransform):
     """Inputs → `ProcessResult` (one PCollection per output table).
 
@@ -162,6 +240,7 @@ class Process(beam.PTransform):
         self.account = account  # may be set until the transform is applied
         for path in self.settings.job.input_manifest:  # a wrong manifest stops here
             manifest_columns(path)
+        self.extraction = extraction_plan(self.settings.extract)  # a bad schema stops here
 
     def expand(self, inputs) -> ProcessResult:
         job = self.settings.job
@@ -191,6 +270,8 @@ class Process(beam.PTransform):
             if not job.output:
                 raise ValueError("skip_existing needs the output folder (--output) to read")
             done = done_documents(p, job.output, model, backend.backend)
+            if done is not None and self.extraction is not None:  # OCR'd *and* extracted
+                done = extracted_with(p, done, job.output, self.extraction.schema.schema_id)
         ingest = files | "Ingest" >> IngestFiles(tasks, prompt_by_kind, done)
 
         to_plan = (ingest["pdf"], ingest["image"], ingest["video"]) | "ToPlan" >> beam.Flatten()
@@ -226,6 +307,12 @@ class Process(beam.PTransform):
             window_rows.append(coarse["windows"])
             ok_windows.append(coarse["ok"])
             unit_failures.append(coarse["failures"])
+        extraction = self.extraction
+        extract_input = (
+            planned["units"] if extraction and extraction.cfg.source == "images" else page_rows
+        )
+        extracted = extract_pass(p, extraction, infer, extract_input, backend, run_id)
+        unit_failures.append(extracted["failures"])
         failures = (
             *early_failures,
             ingest["failures"],
@@ -258,6 +345,7 @@ class Process(beam.PTransform):
             "tables": assembled["tables"],
             "figures": inferred["figures"],
             "document_text": assembled["document_text"],
+            "extractions": extracted["rows"],
         }
         return self._result(tables)
 

@@ -81,3 +81,29 @@ def read_queries(queries: list[str] | None, queries_file: str | None) -> list[st
     if queries_file:
         found += Path(queries_file).read_text(encoding="utf-8").splitlines()
     return list(dict.fromkeys(q.strip() for q in found if q.strip()))
+
+
+EXTRACT_PROMPT_ID = "extract_json_v1"
+
+
+def extract_prompt(path: str | None) -> Prompt:
+    """The --extract instruction (the schema and the document follow it in each request)."""
+    return prompt_from_file(path) if path else builtin_prompt(EXTRACT_PROMPT_ID)
+
+
+def read_extract_schema(path: str):
+    """--extract's JSON Schema, read through Beam's filesystems (local, gs://, s3://, ...) and
+    checked against its metaschema: a bad one fails here, at launch, with the validator's
+    message (`ExtractSchemaError`, a ValueError: `vlbeam run` prints it as one line)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from vlbeam.transforms.answers.extraction import ExtractSchemaError, parse_schema
+
+    try:
+        with FileSystems.open(path) as handle:
+            raw = handle.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExtractSchemaError(f"--extract {path}: cannot read: {exc}") from None
+    except Exception as exc:  # Beam raises its own BeamIOError for a missing file
+        raise ExtractSchemaError(f"--extract {path}: cannot read: {exc}") from None
+    return parse_schema(raw, where=f"--extract {path}")

@@ -19,7 +19,7 @@ from vlbeam.pipeline.budget import (
     start_progress,
 )
 from vlbeam.pipeline.options import VlbeamOptions, refuse_unknown_flags
-from vlbeam.pipeline.process import Process
+from vlbeam.pipeline.process import Process, extraction_plan
 from vlbeam.pipeline.settings import Settings
 from vlbeam.pipeline.settings import make_backend as _make_backend
 from vlbeam.pipeline.summary import counters, format_summary
@@ -56,6 +56,7 @@ def run(
         standard.runner = DEFAULT_RUNNER
     settings = Settings.from_options(opts)
     run_id = opts.run_id or new_run_id()
+    extraction_plan(settings.extract)  # a bad --extract schema fails before anything else
     plan = check_budget_at_launch(opts)  # --max-cost: refuse before any work (None without)
     if model_handler is None:  # its launcher-side checks fail fast (key, model), before
         model_handler = _make_backend(settings)  # anything is written

@@ -14,6 +14,7 @@ from vlbeam.pipeline.job_config import JobConfig
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
+    extract_config,
     job_config,
     layout_config,
     model_config,
@@ -24,7 +25,13 @@ from vlbeam.pipeline.options import (
     server_spec,
     video_config,
 )
-from vlbeam.schemas.config import LayoutConfig, ModelConfig, PagePolicy, RenderConfig
+from vlbeam.schemas.config import (
+    ExtractConfig,
+    LayoutConfig,
+    ModelConfig,
+    PagePolicy,
+    RenderConfig,
+)
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.backends.openai_protocol import ApiConfig, api_config_from_preset
 from vlbeam.transforms.backends.server_spec import ServerSpec
@@ -46,6 +53,7 @@ class Settings:
     policy: PagePolicy = field(default_factory=PagePolicy)
     video: VideoConfig = field(default_factory=VideoConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
     api: ApiConfig | None = None
     server: ServerSpec | None = None
     server_api: ApiConfig | None = None
@@ -86,6 +94,7 @@ class Settings:
             policy=page_policy(opts),
             video=video_config(opts),
             layout=layout_config(opts),
+            extract=extract_config(opts),
             api=api_config(opts) if backend in API_BACKENDS else None,
             server=server_spec(opts) if backend in SERVER_BACKENDS else None,
             server_api=server_api_config(opts) if backend in SERVER_BACKENDS else None,

@@ -67,6 +67,9 @@ def format_summary(values: dict[str, int], wall_s: float, output: str, run_id: s
             saved = f"; about ${page_cost / read * sum(avoided.values()):.4f} saved"
         rules = ", ".join(f"{n} {rule.replace('_', ' ')}" for rule, n in sorted(avoided.items()))
         lines.insert(-1, f"  model calls avoided: {rules}{saved}")
+    extracted = extraction_line(values)
+    if extracted:
+        lines.insert(-1, extracted)
     flagged = sorted(
         (name.split(".", 1)[1], n)
         for name, n in values.items()
@@ -101,4 +104,17 @@ def pass_line(values: dict[str, int]) -> str | None:
     return (
         f"  passes:    {', '.join(parts)}: {sent:,} frames sent where dense would send "
         f"{dense:,}{share}"
+    )
+
+
+def extraction_line(values: dict[str, int]) -> str | None:
+    """--extract: valid / invalid rows and failed requests (None when nothing was asked)."""
+    valid, invalid = values.get("extractions_valid", 0), values.get("extractions_invalid", 0)
+    failed = values.get("extractions_failed", 0)
+    if not (valid or invalid or failed):
+        return None
+    retries = values.get("extraction_retries", 0)
+    return (
+        f"  extractions: {valid} valid, {invalid} invalid, {failed} failed "
+        f"({retries} retries with the validator's errors)"
     )

@@ -11,6 +11,7 @@ import importlib
 
 _LAZY = {
     "DOCUMENTS": ("documents", "DOCUMENTS"),
+    "EXTRACTIONS": ("extractions", "EXTRACTIONS"),
     "FAILURES": ("failures", "FAILURES"),
     "PAGES": ("pages", "PAGES"),
     "VIDEO_EVENTS": ("video_events", "VIDEO_EVENTS"),
@@ -25,7 +26,7 @@ _LAZY = {
 }
 _TABLE_NAMES = (
     "documents", "pages", "video_windows", "video_events", "failures",
-    "blocks", "tables", "figures", "document_text",
+    "blocks", "tables", "figures", "document_text", "extractions",
 )  # fmt: skip
 
 

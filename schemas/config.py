@@ -243,3 +243,66 @@ class Prompt:
     def __post_init__(self) -> None:
         if not self.prompt_id or not self.text.strip():
             raise ValueError("a prompt needs an id and non-empty text")
+
+
+EXTRACT_FROM = ("text", "images")
+EXTRACT_SCOPES = ("document", "page")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """`--extract SCHEMA.json`: after OCR, ask the model for the fields of a JSON Schema per
+    document (or page), validate the answer with `jsonschema`, and write `extractions/`."""
+
+    schema_path: str | None = flag(
+        None,
+        name="extract",
+        help="JSON Schema file (any Beam filesystem; $refs within the file): extract its fields "
+        "from every document into the extractions table",
+    )
+    prompt_file: str | None = flag(
+        None,
+        name="extract_prompt_file",
+        help="text file replacing the built-in extraction prompt (prompt_id pins its hash)",
+    )
+    source: str = flag(
+        "text",
+        name="extract_from",
+        choices=EXTRACT_FROM,
+        help="text: the document's OCR text (a text-only request); images: the page images "
+        "with the schema (forms where layout matters), up to --extract-max-pages pages",
+    )
+    scope: str = flag(
+        "document",
+        name="extract_scope",
+        choices=EXTRACT_SCOPES,
+        help="one extraction per document, or per page",
+    )
+    retries: int = flag(
+        2,
+        name="extract_retries",
+        help="re-ask up to N times when an answer does not validate, with the validator's "
+        "errors in the prompt",
+    )
+    max_pages: int = flag(
+        8, name="extract_max_pages", help="--extract-from images: most pages sent per document"
+    )
+    chunk_chars: int = flag(
+        60000,
+        name="extract_chunk_chars",
+        help="--extract-from text: a text longer than this is extracted chunk by chunk (split "
+        "at page boundaries) and the answers merged: arrays concatenated, scalars first "
+        "non-null (never silently truncated)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.source not in EXTRACT_FROM:
+            raise ValueError(f"--extract-from must be one of {EXTRACT_FROM}")
+        if self.scope not in EXTRACT_SCOPES:
+            raise ValueError(f"--extract-scope must be one of {EXTRACT_SCOPES}")
+        if not 0 <= self.retries <= 5:
+            raise ValueError("--extract-retries must be within 0..5")
+        if self.max_pages < 1:
+            raise ValueError("--extract-max-pages must be >= 1")
+        if self.chunk_chars < 1000:
+            raise ValueError("--extract-chunk-chars must be >= 1000")

@@ -233,6 +233,9 @@ class VLRequest:
     max_new_tokens: int | None = None
     frame_times_s: tuple[float, ...] | None = None
     temperature: float | None = None  # None: the backend's own (greedy); set by retries
+    # --extract: the answer must be JSON valid against this JSON Schema (canonical JSON text);
+    # backends that can constrain decoding to it do (vLLM/SGLang/API `response_format`)
+    json_schema: str | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt:

@@ -89,6 +89,11 @@ class UnparseableAnswer(VlbeamError):
     """A grounding answer with no readable time span (the raw answer is kept)."""
 
 
+class TooManyPages(VlbeamError):
+    """--extract-from images: a document with more pages than --extract-max-pages (stage
+    `extract`; its OCR is kept)."""
+
+
 class MissingApiKey(VlbeamError):
     pass
 

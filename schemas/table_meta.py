@@ -7,7 +7,8 @@ version 3 added `pages.text_source`, `quality_flags`, `text_layer_agreement`, `r
 `video_windows.quality_flags`; version 4 added the tables `blocks`, `tables`, `figures` and
 `document_text`, and `video_windows.grounding_pass`, `candidate_queries`, `coarse_windows` and
 `video_events.coarse_window_indexes` (all nullable: older files read as nulls); version 5
-added `meta` (the caller's carried keys, `schemas/meta.py`) to every table.
+added `meta` (the caller's carried keys, `schemas/meta.py`) to every table, and the
+`extractions` table.
 """
 
 from __future__ import annotations

@@ -242,21 +242,33 @@ class _InferUnits(beam.DoFn):
         self._tokens = Metrics.counter(NAMESPACE, "tokens")
         self._spend = Metrics.counter(NAMESPACE, "spend_nano_usd")
 
-        def create() -> Engine:
-            logger.info("loading %s engine for %s", self._backend.backend, self._backend.model_name)
-            engine = self._backend.create_engine()
-            max_bytes = self._render.max_inflight_mb * 1024 * 1024
-            return InFlightBound(engine, max_requests=engine.capacity, max_bytes=max_bytes)
-
-        def create_pool() -> HelperPool:
-            workers = resolve_workers(self._render.workers)
-            logger.info("rendering and decoding in %d helper processes", workers)
-            return HelperPool(workers, max(self._render.max_memory_mb, self._video.max_memory_mb))
-
-        self._engine, self._loaded_here = acquire_engine(self._key, create)
-        self._pool, _ = acquire_engine(self._key + "/helpers", create_pool)
+        self._engine, self._loaded_here = acquire_engine(self._key, self.create_engine)
+        self._pool, _ = acquire_engine(self._key + "/helpers", self.create_pool)
         self._feed = UnitFeed(self._pool, self._make)
         self._pending = {}
+
+    @property
+    def engine_key(self) -> str:
+        """The registry key of this stage's engine (a later stage sharing it uses it too)."""
+        return self._key
+
+    def create_engine(self) -> Engine:
+        """The worker process's engine for this stage's backend (called once, through the
+        registry), bounded in flight."""
+        logger.info("loading %s engine for %s", self._backend.backend, self._backend.model_name)
+        engine = self._backend.create_engine()
+        max_bytes = self._render.max_inflight_mb * 1024 * 1024
+        return InFlightBound(engine, max_requests=engine.capacity, max_bytes=max_bytes)
+
+    def create_pool(self) -> HelperPool:
+        """The worker process's helper pool (registry key `engine_key + "/helpers"`)."""
+        workers = resolve_workers(self._render.workers)
+        logger.info("rendering and decoding in %d helper processes", workers)
+        return HelperPool(workers, max(self._render.max_memory_mb, self._video.max_memory_mb))
+
+    @property
+    def render_config(self) -> RenderConfig:
+        return self._render
 
     def teardown(self) -> None:
         for future in self._pending:  # abandoned: not sent, or its answer not waited for
@@ -495,6 +507,12 @@ class InferUnits(beam.PTransform):
         beam.PTransform.__init__(twin)
         twin._fn = other._fn
         return twin
+
+    @property
+    def engine_stage(self) -> _InferUnits:
+        """The DoFn owning the engine: a later stage (extraction) acquires the same engine
+        through `acquire_engine(stage.engine_key, stage.create_engine)`."""
+        return self._fn
 
     def expand(self, units):
         out = units | "RenderDecodeInfer" >> beam.ParDo(self._fn).with_outputs(

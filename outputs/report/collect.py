@@ -20,6 +20,7 @@ from vlbeam.outputs.report.videos import video_view
 from vlbeam.outputs.report.views import (
     Document,
     DocumentView,
+    ExtractionView,
     Failure,
     FlaggedPage,
     PageRow,
@@ -27,6 +28,7 @@ from vlbeam.outputs.report.views import (
     Summary,
     Truncated,
     clip,
+    extraction_order,
 )
 
 
@@ -403,6 +405,9 @@ def _document_views(
         ]
         chosen_of[did] = sorted(chosen)
         totals[did] = len(numbers)
+    extracted: dict[str, list[ExtractionView]] = {}
+    for row in read_rows(run, "extractions", shown_ids):
+        extracted.setdefault(row["doc_id"], []).append(ExtractionView.from_row(row))
     # the chosen pages' text, read now
     texts: dict[tuple[str, int], dict] = {}
     for row in read_rows(run, "pages", set(chosen_of)):
@@ -437,6 +442,7 @@ def _document_views(
                 pages_total=totals[did],
                 pages_omitted=totals[did] - len(page_views),
                 failures=tuple(f for f in shown_failures if f.doc_id == did and f.unit is None),
+                extractions=tuple(sorted(extracted.get(did, ()), key=extraction_order)),
             )
         )
     return tuple(views)

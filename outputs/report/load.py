@@ -19,6 +19,7 @@ HEAVY = {
     "tables": {"html", "rows"},
     "figures": {"image"},
     "document_text": {"text", "page_spans", "removed"},
+    "extractions": {"json", "reasoning"},
 }
 
 

@@ -16,7 +16,7 @@ from vlbeam.outputs.report.views import (
     VideoView,
 )
 
-STAGES = ("ingest", "sniff", "task", "split", "render", "decode", "inference", "parse")
+STAGES = ("ingest", "sniff", "task", "split", "render", "decode", "inference", "parse", "extract")
 PAGE_KINDS = ("pdf", "image")
 QUALITY_FLAGS = "quality_flags"
 MAX_DESCRIPTION_CHARS = 300  # per span

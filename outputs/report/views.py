@@ -111,14 +111,42 @@ class PageView:
 
 
 @dataclass(frozen=True)
+class ExtractionView:
+    """One `extractions` row shown beside its document (--extract)."""
+
+    scope: str
+    page_number: int | None
+    schema_id: str
+    json: str | None
+    valid: bool
+    errors: tuple[str, ...]
+    attempts: int
+    guided: str
+    chunks: int
+
+    @classmethod
+    def from_row(cls, row: dict) -> ExtractionView:
+        return cls(row["scope"], row["page_number"], row["schema_id"], row["json"],
+                   bool(row["valid"]), tuple(row["errors"] or ()), row["attempts"],
+                   row["guided"], row["chunks"])  # fmt: skip
+
+
+def extraction_order(view: ExtractionView) -> tuple:
+    """Invalid first, then by page (the document's own extraction before its pages')."""
+    return (view.valid, view.page_number or 0, view.schema_id)
+
+
+@dataclass(frozen=True)
 class DocumentView:
-    """A shown PDF or image: the chosen pages, how many it has, and its own failures."""
+    """A shown PDF or image: the chosen pages, how many it has, its own failures and its
+    extractions (invalid first)."""
 
     doc: Document
     pages: tuple[PageView, ...]
     pages_total: int
     pages_omitted: int
     failures: tuple[Failure, ...] = ()
+    extractions: tuple[ExtractionView, ...] = ()
 
 
 @dataclass(frozen=True)

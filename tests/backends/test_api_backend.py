@@ -6,13 +6,16 @@ that the API key never shows up anywhere."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import io
-import itertools
 import json
 import logging
+import math
 import pickle
 import time
 import traceback
+from email.utils import formatdate
 
 import pyarrow.parquet as pq
 import pytest
@@ -44,11 +47,13 @@ from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, inked_page, read_
 from tests.video_fixtures import constant_rate, is_red, write_video
 from vlbeam.pipeline.prompts import builtin_prompt
 from vlbeam.schemas.elements import VLRequest, VLResult
+from vlbeam.transforms.backends import openai_engine
 from vlbeam.transforms.backends.openai_engine import (
     ApiEngine,
     MissingApiKey,
     PreflightFailed,
     RunAborted,
+    _RateLimiter,
     preflight,
 )
 from vlbeam.transforms.backends.openai_protocol import QWEN_STOP, ApiConfig
@@ -422,6 +427,20 @@ def test_429_waits_for_retry_after(server, engines):
     assert 1.0 <= elapsed < 3.0
 
 
+def test_429_waits_for_a_retry_after_http_date(server, engines):
+    """Retry-After as an HTTP date (whole seconds, GMT): the retry is not sent before it."""
+    wall_offset = time.time() - time.monotonic()
+    not_before = math.ceil(time.time()) + 1  # 1-2 s from now
+    server.script(rate_limited(formatdate(not_before, usegmt=True)))
+    engine = engines(engine_cfg(server))  # backoff alone would wait 0.01 s
+    [result] = engine.infer([page_request()])
+    assert result.ok and result.text == "I got 1 image(s)."
+    first, second = server.requests
+    assert first.behaviour == "status" and second.behaviour == "answer"
+    assert second.received_at + wall_offset >= not_before - 0.02  # 20 ms for clock rounding
+    assert second.received_at - first.received_at < 5.0  # the date, not the 10 s backoff cap
+
+
 def test_persistent_500_fails_after_exactly_max_attempts(server, engines):
     server.always(server_error(500, "model crashed while decoding"))
     engine = engines(engine_cfg(server, max_attempts=3))
@@ -461,11 +480,17 @@ def test_a_batch_fails_element_by_element(server, engines):
     assert results[1].error_type == "HTTP400" and "this one is bad" in results[1].error_message
 
 
-def test_auth_failures_abort_after_that_many_in_a_row(server, engines):
-    server.always(unauthorized())
+@pytest.mark.parametrize(
+    "rejected",
+    [unauthorized(), status(403, "key not allowed here", error_type="permission_error")],
+    ids=["401", "403"],
+)
+def test_auth_failures_abort_after_that_many_in_a_row(rejected, server, engines):
+    code = f"HTTP{rejected.status}"
+    server.always(rejected)
     engine = engines(engine_cfg(server, auth_failures_to_abort=3))
     results = engine.infer([page_request(), page_request()])  # 2 < 3: keep going
-    assert [r.error_type for r in results] == ["HTTP401", "HTTP401"]
+    assert [r.error_type for r in results] == [code, code]
     with pytest.raises(RunAborted, match="rejected every request"):
         engine.infer([page_request()])
     # once stopping, nothing more is sent
@@ -474,12 +499,12 @@ def test_auth_failures_abort_after_that_many_in_a_row(server, engines):
     assert len(server.requests) == sent
     # a success breaks the row: rejections count again from zero after it
     server.reset()
-    server.script(unauthorized(), unauthorized())
+    server.script(rejected, rejected)
     ok = engines(engine_cfg(server, auth_failures_to_abort=3))
-    assert [r.error_type for r in ok.infer([page_request()] * 2)] == ["HTTP401"] * 2
+    assert [r.error_type for r in ok.infer([page_request()] * 2)] == [code] * 2
     assert ok.infer([page_request()])[0].ok
-    server.always(unauthorized())
-    assert [r.error_type for r in ok.infer([page_request()] * 2)] == ["HTTP401"] * 2
+    server.always(rejected)
+    assert [r.error_type for r in ok.infer([page_request()] * 2)] == [code] * 2
     with pytest.raises(RunAborted):  # a key revoked mid-run stops the run too
         ok.infer([page_request()])
 
@@ -497,6 +522,19 @@ def test_a_transport_error_is_not_a_success(transport, server, engines):
     assert [r.error_type for r in engine.infer([page_request()] * 2)] == ["HTTP401"] * 2
     with pytest.raises(RunAborted, match="3 authentication failures in a row"):
         engine.infer([page_request()])
+
+
+@pytest.mark.parametrize("code", [400, 404, 422])
+def test_client_errors_never_abort_the_run(code, server, engines):
+    """A bad request or an unknown model fails each element, however many there are and
+    with no success at all: only 401/403 say the key is wrong."""
+    server.always(status(code, "not this one"))
+    engine = engines(engine_cfg(server, auth_failures_to_abort=3))
+    for _ in range(3):  # 9 rejections, 3x the abort threshold
+        results = engine.infer([page_request()] * 3)
+        assert [r.error_type for r in results] == [f"HTTP{code}"] * 3
+    engine.check()  # what the inference stage calls between batches: no RunAborted
+    assert len(server.requests) == 9
 
 
 def test_preflight_stops_on_a_rejected_key_and_warns_on_a_transient_error(server, caplog):
@@ -621,14 +659,57 @@ def test_max_concurrency_bounds_requests_in_flight(server, engines):
     assert 4 * 0.15 <= time.monotonic() - started < 16 * 0.15
 
 
-def test_requests_per_minute_spaces_the_starts(server, engines):
+class VirtualClock:
+    """Time for the rate limiter that moves only when the test moves it: a waiter's sleep
+    returns at once and records when it would have woken (its scheduled start)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.wakes: list[float] = []
+        self.waits = 0
+
+    def clock(self) -> float:
+        self.waits += 1
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.wakes.append(self.now + delay)
+        await asyncio.sleep(0)
+
+    def starts(self) -> list[float]:
+        """Every scheduled start so far: a waiter that didn't sleep started at `now`."""
+        return sorted([self.now] * (self.waits - len(self.wakes)) + self.wakes)
+
+
+def test_rate_limiter_schedules_evenly_spaced_starts():
+    clock = VirtualClock()
+    limiter = _RateLimiter(600, clock=clock.clock, sleep=clock.sleep)  # one start per 0.1 s
+
+    async def together(n: int) -> None:
+        await asyncio.gather(*(limiter.wait() for _ in range(n)))
+
+    asyncio.run(together(6))  # six at the same instant: 0.0, 0.1, ... 0.5
+    assert clock.starts() == pytest.approx([i / 10 for i in range(6)])
+    # after a long idle spell nothing is owed: the next start is now, then spaced again
+    clock.now, clock.wakes, clock.waits = 10.0, [], 0
+    asyncio.run(together(2))
+    assert clock.starts() == pytest.approx([10.0, 10.1])
+    clock.now, clock.wakes, clock.waits = 10.05, [], 0  # one more, before 10.1 has passed
+    asyncio.run(together(1))
+    assert clock.wakes == pytest.approx([10.2])
+    assert _RateLimiter(None, clock=clock.clock, sleep=clock.sleep)._interval == 0.0
+
+
+def test_requests_per_minute_spaces_the_starts(server, engines, monkeypatch):
+    """The engine asks the limiter built from --requests-per-minute before every request;
+    the scheduled starts are read from the limiter's clock, not measured."""
+    clock = VirtualClock()
+    limiter = functools.partial(_RateLimiter, clock=clock.clock, sleep=clock.sleep)
+    monkeypatch.setattr(openai_engine, "_RateLimiter", limiter)
     engine = engines(engine_cfg(server, max_concurrency=8, requests_per_minute=600))
     results = engine.infer([page_request() for _ in range(6)])
-    assert all(r.ok for r in results)
-    starts = sorted(r.received_at for r in server.requests)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    # 600/min = one start every 0.1 s (some slack for arrival jitter at the server)
-    assert min(gaps) >= 0.06 and starts[-1] - starts[0] >= 0.45
+    assert all(r.ok for r in results) and len(server.requests) == 6
+    assert clock.starts() == pytest.approx([i / 10 for i in range(6)])  # 600/min: 0.1 s apart
 
 
 # -- the key never leaks --------------------------------------------------------------------------

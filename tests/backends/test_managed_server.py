@@ -9,6 +9,7 @@ result parsing, the summary table) are tested at the end.
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import io
 import json
@@ -530,8 +531,8 @@ def chat(server: ManagedServer, max_tokens: int, timeout: float = 120) -> tuple[
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_transformers_serve_start_kill_restart_stop(tiny_model, tmp_path):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("uvicorn")
+    require_module("fastapi", "dev")
+    require_module("uvicorn", "dev")
     hub_cache = tmp_path / "hf-hub-cache"  # transformers serve scans it; it must exist
     hub_cache.mkdir()
     spec = ServerSpec(
@@ -557,15 +558,18 @@ def test_transformers_serve_start_kill_restart_stop(tiny_model, tmp_path):
         assert answer["usage"]["completion_tokens"] == 2
         first = tree(server.pid)
 
-        # kill -9 while a long request is in flight: it fails, the server is restarted, and
-        # the same request sent again is answered
+        # kill -9 while a long request is in flight (its first streamed bytes have arrived,
+        # so the server is generating): it fails, the server is restarted, and the same
+        # request sent again is answered
         outcome: dict = {}
-        thread = threading.Thread(target=lambda: outcome.update(r=_chat_or_error(server)))
+        streaming = threading.Event()
+        thread = threading.Thread(target=_stream_or_error, args=(server, streaming, outcome))
         thread.start()
-        time.sleep(1.5)
+        assert streaming.wait(60) and outcome.get("first"), outcome  # in flight, not failed
         os.kill(server.pid, signal.SIGKILL)
         thread.join(timeout=60)
-        assert isinstance(outcome["r"], OSError), outcome  # the in-flight request broke
+        broken = (OSError, http.client.HTTPException)  # reset, or a chunked body cut short
+        assert isinstance(outcome["r"], broken), outcome  # the in-flight request broke
         wait_until(lambda: not server.alive())  # the socket closes a moment before the exit
         server.ensure_running()
         assert server.restarts == 1 and server.alive() and server.ready()
@@ -586,11 +590,31 @@ def wait_until(condition, within_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def _chat_or_error(server: ManagedServer):
+def _stream_or_error(server: ManagedServer, streaming: threading.Event, outcome: dict) -> None:
+    """A streamed chat that would take minutes: sets `streaming` once its first bytes arrive
+    (outcome["first"]), then reads to the end; outcome["r"]: "completed" or the error."""
+    body = {
+        "model": server.spec.model_name,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 4000,
+        "stream": True,
+    }
+    request = urllib.request.Request(
+        server.base_url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
-        return chat(server, max_tokens=4000, timeout=60)
-    except OSError as exc:  # connection reset / remote disconnected
-        return exc
+        with _LOCAL.open(request, timeout=60) as response:
+            outcome["first"] = response.readline()
+            streaming.set()
+            while response.read(65536):
+                pass
+        outcome["r"] = "completed"
+    except (OSError, http.client.HTTPException) as exc:
+        outcome["r"] = exc
+    finally:
+        streaming.set()
 
 
 # ---------------------------------------------------------------- the GPU bench's CPU side
@@ -624,7 +648,7 @@ def bench_args(bench, *argv: str):
 
 
 def test_bench_builds_the_published_qwen3_vl_2b_architecture(bench):
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch", "transformers")
     from transformers import Qwen3VLForConditionalGeneration
 
     config = bench.qwen3_vl_2b_config()
@@ -701,7 +725,7 @@ def test_bench_summary_ratios_cost_and_same_work(bench):
 
 
 def test_bench_renders_the_same_pages_every_time(bench):
-    pytest.importorskip("PIL")
+    require_module("PIL", "all")
     from PIL import Image
 
     pages = bench.render_pages(3)
@@ -723,8 +747,8 @@ def test_bench_gpu_run_sh_is_one_prepared_script():
 @pytest.mark.timeout(600)
 def test_bench_gpu_smoke_run_on_cpu(tmp_path):
     """run.sh end to end on the tiny checkpoint on a CPU: every path does the same, fixed work."""
-    pytest.importorskip("fastapi")
-    pytest.importorskip("aiohttp")
+    require_module("fastapi", "dev")
+    require_module("aiohttp", "openai")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": PY, "OUT": str(out), "VLBEAM_WHEELS": str(tmp_path / "none"),
            "BENCH_TIMEOUT_S": "500"}  # fmt: skip

@@ -10,12 +10,13 @@ import pytest
 from PIL import Image
 
 from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, inked_page, read_table, run_job
+from tests.sharp_model import write_sharp_checkpoint
 from vlbeam.schemas.elements import VLResult
 from vlbeam.schemas.errors import ModelNotFound
 
 
-def direct_answers(max_new_tokens: int) -> dict[str, tuple[str, int]]:
-    """(text, input tokens) of the tiny model asked directly about page 1 of each sample PDF,
+def direct_answers(model: str, max_new_tokens: int) -> dict[str, tuple[str, int]]:
+    """(text, input tokens) of the model asked directly about page 1 of each sample PDF,
     rendered as the pipeline renders it by default, with the built-in OCR prompt."""
     from vlbeam.pipeline.prompts import DEFAULT_OCR_PROMPT_ID, builtin_prompt
     from vlbeam.schemas.config import ModelConfig, RenderConfig
@@ -23,7 +24,7 @@ def direct_answers(max_new_tokens: int) -> dict[str, tuple[str, int]]:
     from vlbeam.transforms.backends.qwen_transformers import generate_batch, load_qwen
     from vlbeam.transforms.media.pdf_render import open_pdf, render_pdf_page
 
-    cfg = ModelConfig(model="tiny-random", device="cpu", max_new_tokens=max_new_tokens)
+    cfg = ModelConfig(model=model, device="cpu", max_new_tokens=max_new_tokens)
     loaded = load_qwen(cfg)
     prompt = builtin_prompt(DEFAULT_OCR_PROMPT_ID).text
     answers = {}
@@ -40,12 +41,18 @@ def direct_answers(max_new_tokens: int) -> dict[str, tuple[str, int]]:
 
 
 def test_tiny_model_end_to_end_on_samples(tiny_model, tmp_path):
-    """The real transformers path (from_pretrained on a folder, batched generate)."""
+    """The real transformers path (from_pretrained on a folder, batched generate), on the
+    sharp checkpoint (tests/sharp_model.py): its answer depends on the page, so a row equal
+    to the model's direct answer to that page says the right page reached it, as rendered."""
+    sharp = str(write_sharp_checkpoint(tiny_model, tmp_path / "sharp"))
+    direct = direct_answers(sharp, 6)
+    texts = {text for text, _ in direct.values()}
+    assert len(texts) == 2 and all(t.strip() for t in texts)  # the comparison can fail
     out = tmp_path / "out"
     run_job(
         [SAMPLES_GLOB],
         out,
-        "--model=tiny-random",
+        f"--model={sharp}",
         "--max-new-tokens=6",
         "--max-batch-size=2",
         "--run-id=r1",
@@ -59,9 +66,8 @@ def test_tiny_model_end_to_end_on_samples(tiny_model, tmp_path):
     ]
     assert {d["status"] for d in docs} == {"ok"} and {d["num_pages"] for d in docs} == {1}
     assert len(pages) == 2
-    direct = direct_answers(6)
     for page in pages:
-        assert page["model"] == "tiny-random" and page["backend"] == "transformers"
+        assert page["model"] == sharp and page["backend"] == "transformers"
         assert page["prompt_id"] == "ocr_markdown_v1" and page["run_id"] == "r1"
         # random weights never emit EOS: every page is visibly truncated at the limit
         assert page["finish_reason"] == "length" and page["output_tokens"] == 6

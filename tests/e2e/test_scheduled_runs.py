@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from tests.pipeline_helpers import (
@@ -224,3 +225,31 @@ def test_compacting_nightly_runs_keeps_every_row_and_skip_existing(tmp_path):
             handler=fake_handler(logging_inference(log)))  # fmt: skip
     assert calls(log) == 0  # both files were done before the compaction
     assert partitions(out, "documents")[-1] == "run=night4"
+
+
+def test_the_same_run_id_published_again_with_fewer_shards_leaves_no_stale_shard(tmp_path):
+    """A run id published a second time in append mode (a retried nightly job) replaces that
+    run's rows, whatever files its first publish left: readers see the second publish's rows
+    once (that other runs' partitions stay: test_append_mode_keeps_earlier_runs_side_by_side)."""
+    src = tmp_path / "in"
+    shutil.copytree(Path(SAMPLES_GLOB).parent, src, ignore=shutil.ignore_patterns("*.md"))
+    out = tmp_path / "out"
+    flags = ("--output-mode=append", "--target-long-side=256")
+    run_job([f"{src}/*.pdf"], out, *flags, "--run-id=n1", handler=fake_handler())
+    for table in ("pages", "documents"):  # as a first publish from two bundles leaves it
+        [single] = (out / table / "run=n1").glob("*.parquet")
+        rows = pq.read_table(single)
+        assert rows.num_rows == 2
+        single.unlink()
+        for i in range(2):
+            pq.write_table(rows.slice(i, 1), single.with_name(f"part-0000{i}-of-00002.parquet"))
+
+    def seen(table: str) -> list[tuple[str, str]]:
+        return sorted((r["run_id"], Path(r["source_uri"]).name) for r in read_table(out, table))
+
+    both = ["born_digital.pdf", "scanned_page.pdf"]
+    assert seen("pages") == [("n1", n) for n in both]
+    (src / "born_digital.pdf").unlink()  # the retry has less to do: one shard per table
+    run_job([f"{src}/*.pdf"], out, *flags, "--run-id=n1", handler=fake_handler())
+    for table in ("pages", "documents"):
+        assert seen(table) == [("n1", "scanned_page.pdf")], table

@@ -145,15 +145,41 @@ def test_count_frees_the_document_and_render_resends_it(worker: HelperProcess) -
     assert again.image == page.image
 
 
-def test_long_documents_are_reopened_to_keep_memory_flat(worker: HelperProcess, corpus: Path):
-    from vlbeam.transforms.media import helper_process
+def test_long_documents_are_reopened_to_keep_memory_flat(corpus: Path, monkeypatch):
+    """The child's side, in this process: every REOPEN_EVERY_PAGES renders the document is
+    closed (pdfium frees what it parsed) and opened again, and the pages stay the same."""
+    from vlbeam.transforms.media import helper_process, pdf_render
 
+    every = 4
+    monkeypatch.setattr(helper_process, "REOPEN_EVERY_PAGES", every)
+    opened, closed = [], []
+    real_open = pdf_render.open_pdf
+
+    def counting_open(*args, **kwargs):
+        doc = real_open(*args, **kwargs)
+        opened.append(doc)
+        real_close = doc.close
+        doc.close = lambda: (closed.append(doc), real_close())[1]
+        return doc
+
+    monkeypatch.setattr(pdf_render, "open_pdf", counting_open)
     data = (corpus / "pdf/good/samplefiles_GeoTopo-komprimiert.pdf").read_bytes()
-    pages = [worker.render(DOC_A, data, "pdf", n, SMALL) for n in range(1, 4)]
-    # past REOPEN_EVERY_PAGES renders the helper reopens the same document transparently
-    n = helper_process.REOPEN_EVERY_PAGES + 2
-    later = [worker.render(DOC_A, b"", "pdf", 1 + i % 3, SMALL) for i in range(n)]
-    assert [p.image for p in later[-3:]] == [pages[(n - 3 + i) % 3].image for i in range(3)]
+    state = helper_process._ChildState()
+
+    def render(n: int, first: bool = False):
+        request = {"op": "render", "doc_id": DOC_A, "kind": "pdf", "password": None,
+                   "data": data if first else None, "page": n, "cfg": SMALL}  # fmt: skip
+        return helper_process._handle(state, request)
+
+    try:
+        pages = [render(1, first=True)] + [render(n) for n in (2, 3)]
+        later = [render(1 + i % 3) for i in range(3 * every - 3)]  # 3 * every renders in all
+    finally:
+        state.close()
+    assert len(opened) == 3  # opened at render 1, reopened before renders 5 and 9
+    assert closed == opened  # each one closed: the last by close()
+    assert len({id(doc) for doc in opened}) == 3
+    assert [p.image for p in later[-3:]] == [pages[(len(later) + i) % 3].image for i in range(3)]
 
 
 def test_password_reaches_the_child(worker: HelperProcess, corpus: Path) -> None:

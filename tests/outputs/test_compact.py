@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import duckdb
@@ -101,7 +102,15 @@ def nightly_output(out: Path, runs: int = 4) -> Path:
         write(out / "documents" / f"run={run}" / "part-00000-of-00001.parquet", doc_rows(run, 3))
         write(out / "video_events" / f"run={run}" / "part-00000-of-00001.parquet",
               event_rows(run, 2))  # fmt: skip
-        empty = ("video_windows", "failures", "blocks", "tables", "figures", "document_text")
+        empty = (
+            "video_windows",
+            "failures",
+            "blocks",
+            "tables",
+            "figures",
+            "document_text",
+            "extractions",
+        )
         for table in empty:  # what an empty table gets
             write(out / table / f"run={run}" / "part-empty.parquet", TABLES[table].empty_table())
         (out / RUNS).mkdir(exist_ok=True)
@@ -275,25 +284,54 @@ def test_a_failure_between_tables_leaves_each_table_whole(tmp_path: Path, monkey
     assert list(record["tables"]) == [calls[0]]
 
 
+def visible(out: Path, table: str) -> list[dict] | None:
+    """What a reader that lists the table now sees (None: no table folder at all)."""
+    try:
+        return rows(out, table)
+    except (FileNotFoundError, pa.ArrowInvalid):
+        return None
+
+
 @pytest.mark.parametrize("atomic", [True, False], ids=["exchange", "two-renames"])
 def test_readers_see_the_old_rows_or_the_new_never_both(
     tmp_path: Path, monkeypatch, atomic: bool
 ) -> None:
+    """A reader looks at every table after each filesystem step of the swap (every rename,
+    and the exchange itself): with the atomic exchange it sees exactly the old rows or
+    exactly the new ones at every step; with the two-rename fallback (no renameat2 here)
+    never both, though the table may be missing for a moment between the renames."""
     out = nightly_output(tmp_path / "out")
     before = {t: rows(out, t) for t in TABLES}
-    real = compact_module.swap_folders
-    seen = []
+    seen: list[tuple[str, str, list[dict] | None]] = []
 
-    def watched(live, new):
-        seen.append((live.name, rows(out, live.name) == before[live.name]))
-        real(live, new)
-        seen.append((live.name, rows(out, live.name) == before[live.name]))
+    def look(step: str) -> None:
+        seen.extend((step, t, visible(out, t)) for t in TABLES)
 
-    monkeypatch.setattr(compact_module, "swap_folders", watched)
-    if not atomic:
-        monkeypatch.setattr(compact_module, "_exchange", lambda a, b: False)
+    real_rename, real_exchange = os.rename, compact_module._exchange
+
+    def watched_rename(src, dst, *args, **kwargs):
+        real_rename(src, dst, *args, **kwargs)
+        look(f"rename {Path(src).name} -> {Path(dst).name}")
+
+    def watched_exchange(a, b):
+        done = real_exchange(a, b) if atomic else False
+        look(f"exchange {Path(a).name} <-> {Path(b).name}")
+        return done
+
+    monkeypatch.setattr(os, "rename", watched_rename)
+    monkeypatch.setattr(compact_module, "_exchange", watched_exchange)
     compact(str(out), compaction_id="c10")
-    assert len(seen) == 2 * len(TABLES) and all(same for _, same in seen)
+    after = {t: rows(out, t) for t in TABLES}
+    assert after == before  # compaction changes no row (so "old" and "new" are the same rows)
+    assert any(step.startswith("exchange") for step, _, _ in seen), "no swap observed"
+    for step, table, got in seen:
+        if atomic:
+            assert got == before[table], (step, table)  # never missing, never doubled
+        else:
+            assert got in (before[table], None), (step, table)  # never both
+    if atomic:  # each live table folder was exchanged in one step, never renamed away
+        renamed = {s for s, _, _ in seen if s.startswith("rename ") and s.split()[1] in TABLES}
+        assert renamed == set(), renamed
     for table in TABLES:
         assert [p.name for p in (out / table).iterdir()] == ["run=compacted-c10"]
 

@@ -19,8 +19,12 @@ from vlbeam.outputs.manifest import (
 )
 from vlbeam.pipeline.options import VlbeamOptions
 
-# The issue's words for a secret-bearing flag.
-SECRET_WORDS = re.compile(r"key|secret|password|token|credential|connection_string", re.I)
+# Every word the README gives for a secret-bearing name (schemas/redaction.py's rule, written
+# out here independently so that dropping a word there fails a test here).
+WORDS = ("key", "secret", "password", "passwd", "passphrase", "pwd", "token", "credential",
+         "connection_string", "auth", "private", "cookie", "signature")  # fmt: skip
+SECRET_WORDS = re.compile("|".join(WORDS) + "|^sig$", re.I)
+NOT_SECRET = ("api_key_env", "pdf_password_env", "pdf_passwords_file", "gcp_oauth_scopes")
 
 
 def _options(*flags: str) -> PipelineOptions:
@@ -76,7 +80,7 @@ def test_every_beam_flag_named_like_a_secret_is_masked() -> None:
     options = _options(*[f"--{dest}={value}" for dest, value in flags.items()])
     text = json.dumps(safe_options(options))
     for dest, value in flags.items():
-        if dest in ("api_key_env", "pdf_password_env", "pdf_passwords_file"):
+        if dest in NOT_SECRET:
             assert value in text, dest  # a variable's name and a path are not secrets
         else:
             assert value not in text, dest
@@ -100,6 +104,39 @@ def test_secrets_inside_other_values_are_masked() -> None:
     assert safe["api_header"] == [f"X-Api-Key={MASK}", "X-Title=vlbeam"]
     assert json.loads(safe["extra_body"]) == {"api_key": MASK, "top_k": 5}
     assert safe["experiments"] == ["use_runner_v2", f"auth_token={MASK}"]
+
+
+@pytest.mark.parametrize("word", [*WORDS, "sig"])
+def test_each_secret_word_is_masked_by_name_in_known_flags(word: str) -> None:
+    """The name rule itself, through known flags (an unknown flag is masked whatever its
+    name, so it can't show the rule): a JSON key of --extra-body, a header of --api-header,
+    a key=value of --experiments and a query parameter of --base-url, each named with the
+    word; the same values under plain names are kept (the control)."""
+    name = f"x_{word}" if word != "sig" else word
+    header = name.replace("_", "-").title()
+    values = {where: f"v-{where}-{word}-1" for where in ("body", "header", "exp", "query")}
+    options = _options(
+        f"--base-url=https://llm.internal/v1?{name}={values['query']}&plain=q-kept",
+        f"--api-header={header}={values['header']}",
+        "--api-header=X-Title=h-kept",
+        f'--extra-body={{"{name}": "{values["body"]}", "top_k": "b-kept"}}',
+        f"--experiments={name}={values['exp']}",
+        "--experiments=plain=e-kept",
+    )
+    found: set[str] = set()
+    text = json.dumps(safe_options(options, found))
+    for where, value in values.items():
+        assert value not in text, (where, word)
+        assert value in found, (where, word)
+    for kept in ("q-kept", "h-kept", "b-kept", "e-kept"):
+        assert kept in text
+
+
+@pytest.mark.parametrize("name", NOT_SECRET)
+def test_names_that_hold_no_secret_are_kept(name: str) -> None:
+    found: set[str] = set()
+    text = json.dumps(safe_options(_options(f'--extra-body={{"{name}": "kept-value"}}'), found))
+    assert "kept-value" in text and not found
 
 
 def test_signed_url_query_is_masked() -> None:

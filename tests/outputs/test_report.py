@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import http.server
 import io
 import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import FrozenInstanceError, dataclass, field, replace
 from html.parser import HTMLParser
@@ -481,11 +484,111 @@ def test_report_output_is_self_contained(real_run, tmp_path):
             assert not name.startswith("on"), (tag, name)
     assert [t for t, _ in tags].count("script") == 1
     (csp,) = [dict(a)["content"] for t, a in tags if t == "meta" and dict(a).get("http-equiv")]
-    assert (
-        "default-src 'none'" in csp
-        and "img-src data:" in csp
-        and "'unsafe-inline'" not in (csp.split("script-src")[1].split(";")[0])
-    )
+    (script,) = _script_texts(text)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert csp_directives(csp) == {
+        "default-src": ["'none'"],  # nothing loads that isn't allowed below
+        "img-src": ["data:"],  # thumbnails are inline
+        "style-src": ["'unsafe-inline'"],
+        "script-src": [f"'sha256-{digest}'"],  # the page's own script, by its hash
+        "base-uri": ["'none'"],
+        "form-action": ["'none'"],
+    }
+
+
+def csp_directives(csp: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy as {directive: [sources]} (each directive once)."""
+    directives: dict[str, list[str]] = {}
+    for part in csp.split(";"):
+        name, *sources = part.split() or [""]
+        if name:
+            assert name.lower() not in directives, f"{name} given twice"
+            directives[name.lower()] = sources
+    return directives
+
+
+class _ScriptText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside, self.texts = False, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script":
+            self.inside = True
+            self.texts.append("")
+
+    def handle_endtag(self, tag):
+        self.inside = self.inside and tag != "script"
+
+    def handle_data(self, data):
+        if self.inside:
+            self.texts[-1] += data
+
+
+def _script_texts(text: str) -> list[str]:
+    parser = _ScriptText()
+    parser.feed(text)
+    return parser.texts
+
+
+class _Hits(http.server.BaseHTTPRequestHandler):
+    """A local server that records every path asked of it (the CSP test's far side)."""
+
+    hits: list[str] = []
+
+    def do_GET(self):
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png" if self.path.endswith(".png") else "text/css")
+        self.end_headers()
+        self.wfile.write(PIXEL_PNG if self.path.endswith(".png") else b"")
+
+    def log_message(self, *args):
+        pass
+
+
+PIXEL_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+)
+# loaded by the page itself (an image, a style sheet, a frame), and a fetch from the page
+PROBES = (
+    '<img alt="probe" src="{base}/img.png"><link rel="stylesheet" href="{base}/style.css">'
+    '<iframe src="{base}/frame.html"></iframe></body>'
+)
+FETCH_JS = r"""
+fetch(%s).then(function(){ return 'answered'; }, function(e){ return 'refused'; })
+  .then(function(r){ facts.fetch = r; return JSON.stringify(facts); });
+"""
+
+
+def test_the_csp_blocks_what_an_injected_tag_or_script_would_load(tmp_path, browser):
+    """Requests to a local server from tags slipped into the report and from a script in the
+    page: without the CSP each reaches the server (the control: the check can fail); with
+    it none does, and the report's own script still runs."""
+    out = tmp_path / "out"
+    write_big_run(out)
+    report = rep.collect(rep.load_run(str(out)), SMALL)
+    hits: list[str] = []
+    handler = type("Hits", (_Hits,), {"hits": hits})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        seen = {}
+        for csp in (False, True):
+            html = rep.render_html(report, csp=csp).replace("</body>", PROBES.format(base=base))
+            path = tmp_path / f"probed-{csp}.html"
+            path.write_text(html)
+            hits.clear()
+            load = browser.load(path, tmp_path / f"probed-{csp}.png",
+                                FETCH_JS % json.dumps(base + "/fetch"))  # fmt: skip
+            seen[csp] = (sorted(hits), load.facts["script_ran"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[False] == (["/fetch", "/frame.html", "/img.png", "/style.css"], "ran")
+    assert seen[True] == ([], "ran")
 
 
 class _TagParser(HTMLParser):

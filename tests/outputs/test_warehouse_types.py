@@ -103,6 +103,17 @@ DUCKDB_TYPES = {
         "model": "VARCHAR", "prompt_id": "VARCHAR", "run_id": "VARCHAR",
         "meta": "MAP(VARCHAR, VARCHAR)",
     },
+    "extractions": {
+        "doc_id": "VARCHAR", "source_uri": "VARCHAR", "scope": "VARCHAR",
+        "page_number": "INTEGER", "schema_id": "VARCHAR", "json": "VARCHAR",
+        "valid": "BOOLEAN", "errors": "VARCHAR[]", "attempts": "INTEGER", "guided": "VARCHAR",
+        "extract_from": "VARCHAR", "chunks": "INTEGER", "field_chunks": "VARCHAR",
+        "model": "VARCHAR", "backend": "VARCHAR", "prompt_id": "VARCHAR",
+        "input_tokens": "INTEGER", "output_tokens": "INTEGER", "finish_reason": "VARCHAR",
+        "latency_s": "DOUBLE", "provider": "VARCHAR", "served_model": "VARCHAR",
+        "request_id": "VARCHAR", "reasoning": "VARCHAR", "cost_usd": "DOUBLE",
+        "run_id": "VARCHAR", "meta": "MAP(VARCHAR, VARCHAR)",
+    },
 }  # fmt: skip
 
 # pages answer QwenVL HTML with a table and a figure, so every table gets rows
@@ -133,9 +144,11 @@ def output(tmp_path_factory) -> Path:
     shutil.copy(SAMPLES / "born_digital.pdf", src / "a.pdf")
     write_video(src / "clip.mp4", constant_rate(6, 10), None)
     (src / "notes.txt").write_text("not a document\n")
+    schema = tmp_path_factory.mktemp("schema") / "title.schema.json"
+    schema.write_text('{"type": "object", "properties": {"title": {"type": "string"}}}')
     for run_id in RUN_IDS:
         extra = ["--output-mode=append", "--query=a door opens", "--ocr-format=html",
-                 "--figures=crop"]  # fmt: skip
+                 "--figures=crop", f"--extract={schema}"]  # fmt: skip
         extra += [f"--run-id={run_id}"] if run_id else []
         run_job([f"{src}/*"], out, *extra, handler=fake_handler(html_or_grounding_answers))
     return out

@@ -32,6 +32,7 @@ PINNED = {
     "NoVideoStream",
     "EmptyWindow",
     "UnparseableAnswer",
+    "TooManyPages",
     "ModelNotFound",
     "MissingApiKey",
     "PreflightFailed",

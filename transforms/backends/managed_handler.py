@@ -23,7 +23,7 @@ from vlbeam.schemas.elements import VLRequest, VLResult
 from vlbeam.transforms.backends.gpu_groups import group_specs
 from vlbeam.transforms.backends.managed_server import ManagedServer, start_servers
 from vlbeam.transforms.backends.openai_engine import ApiEngine
-from vlbeam.transforms.backends.openai_protocol import ApiConfig
+from vlbeam.transforms.backends.openai_protocol import ApiConfig, guided_mechanism
 from vlbeam.transforms.backends.server_spec import ServerSpec
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,11 @@ class ManagedServerHandler:
     @property
     def model_name(self) -> str:
         return self._model
+
+    @property
+    def guided(self) -> str:
+        """--extract: vLLM and SGLang both constrain a chat `response_format` json_schema."""
+        return guided_mechanism(self._api)
 
     def create_engine(self) -> SpreadEngine:
         servers = start_servers(group_specs(self._spec))

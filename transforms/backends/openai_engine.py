@@ -35,7 +35,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
 
 from vlbeam.schemas.elements import VLRequest, VLResult
@@ -125,22 +125,29 @@ def read_api_key(cfg: ApiConfig) -> str | None:
 
 
 class _RateLimiter:
-    """At most `per_minute` request starts per minute, evenly spaced."""
+    """At most `per_minute` request starts per minute, evenly spaced. `clock` and `sleep`
+    are injectable so that tests can check the schedule without measuring wall time."""
 
-    def __init__(self, per_minute: float | None) -> None:
+    def __init__(
+        self,
+        per_minute: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._interval = 60.0 / per_minute if per_minute else 0.0
         self._next = 0.0
         self._lock = asyncio.Lock()
+        self._clock, self._sleep = clock, sleep
 
     async def wait(self) -> None:
         if not self._interval:
             return
         async with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             start = max(now, self._next)
             self._next = start + self._interval
         if start > now:
-            await asyncio.sleep(start - now)
+            await self._sleep(start - now)
 
 
 class _Slots:

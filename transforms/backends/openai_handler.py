@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from vlbeam.transforms.backends.openai_engine import ApiEngine
-from vlbeam.transforms.backends.openai_protocol import ApiConfig
+from vlbeam.transforms.backends.openai_protocol import ApiConfig, guided_mechanism
 
 BACKEND = "openai"
 
@@ -24,6 +24,11 @@ class OpenAIApiHandler:
     @property
     def model_name(self) -> str:
         return self._cfg.model
+
+    @property
+    def guided(self) -> str:
+        """--extract: the structured-output field the preset documents (or none)."""
+        return guided_mechanism(self._cfg)
 
     def create_engine(self) -> ApiEngine:
         return ApiEngine(self._cfg)

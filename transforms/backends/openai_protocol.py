@@ -28,6 +28,7 @@ from vlbeam.schemas.elements import VLRequest
 from vlbeam.schemas.flags import flag, same_flag
 
 STYLES = ("chat", "completions", "images_prompt")
+STRUCTURED_OUTPUTS = ("json_schema", "json_object", "none")
 VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 QWEN_STOP = ("<|im_end|>", "<|endoftext|>")
 
@@ -49,6 +50,10 @@ class Preset:
     max_stop: int | None = None
     min_seed: int | None = None
     native_video: bool = False  # documents a frame-list video content part
+    # --extract: what `response_format` the provider documents for the Qwen-VL models:
+    # json_schema (the answer constrained to the schema), json_object (any JSON object; the
+    # schema goes in the prompt), or none (prompt + validate + retry only)
+    structured_output: str = "json_schema"
 
 
 _CHAT_COMMON = frozenset({"temperature", "top_p", "stop", "seed", "stream", "response_format"})
@@ -70,6 +75,8 @@ PRESETS: dict[str, Preset] = {
         extra_fields=_CHAT_COMMON
         | {"vl_high_resolution_images", "enable_thinking", "thinking_budget"},
         native_video=True,
+        # json_schema is documented for some text models only (qwen-plus family), not VL
+        structured_output="json_object",
     ),
     "openrouter": Preset(
         "openrouter",
@@ -94,6 +101,7 @@ PRESETS: dict[str, Preset] = {
         max_tokens_field="max_completion_tokens",
         max_stop=4,
         min_seed=1,
+        structured_output="none",  # nothing documented for the Qwen-VL models
     ),
 }
 
@@ -195,9 +203,13 @@ class ApiConfig:
         "from fps; other windows keep a <t seconds> text before each frame",
     )
 
+    structured_output: str = "json_schema"  # the preset's (see `Preset`)
+
     def __post_init__(self) -> None:
         if self.style not in STYLES:
             raise ValueError(f"api style must be one of {STYLES}")
+        if self.structured_output not in STRUCTURED_OUTPUTS:
+            raise ValueError(f"structured_output must be one of {STRUCTURED_OUTPUTS}")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
         if not self.model:
@@ -279,6 +291,7 @@ def api_config_from_preset(
         api_key_env=api_key_env if api_key_env is not None else preset.api_key_env,
         extra_body=json.dumps(extra, sort_keys=True),
         max_tokens_field=preset.max_tokens_field,
+        structured_output=overrides.pop("structured_output", preset.structured_output),
         **prices,
         **overrides,
     )
@@ -370,7 +383,40 @@ def build_body(cfg: ApiConfig, request: VLRequest, *, stream: bool | None = None
         if cfg.style == "chat":
             body["stream_options"] = {"include_usage": True}
     body.update(cfg.extra_body_dict)
+    if request.json_schema is not None:
+        body.update(structured_output_fields(cfg, request.json_schema))
     return body
+
+
+def guided_mechanism(cfg: ApiConfig) -> str:
+    """What constrains an --extract answer sent with `cfg` (the `extractions.guided` column):
+    the chat `response_format` the provider documents, or none (the schema is only in the
+    prompt; the answer is validated and retried)."""
+    if cfg.style != "chat" or cfg.structured_output == "none":
+        return "none"
+    return f"response_format:{cfg.structured_output}"
+
+
+def structured_output_fields(cfg: ApiConfig, json_schema: str) -> dict:
+    """The request fields that constrain the answer to `json_schema` (canonical JSON text).
+
+    Chat `response_format` is what vLLM (every version since ~0.6; its own
+    `structured_outputs: {"json": ...}` replaced `guided_json`, which v0.12+ silently ignores,
+    so it is never sent), SGLang (`json_schema` → its grammar backend), OpenRouter and the
+    Vercel gateway document; DashScope documents `json_object` only for the VL models."""
+    mechanism = guided_mechanism(cfg)
+    if mechanism == "response_format:json_schema":
+        schema = json.loads(json_schema)
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "extraction"))[:64]
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": schema, "strict": True},
+            }
+        }
+    if mechanism == "response_format:json_object":
+        return {"response_format": {"type": "json_object"}}
+    return {}
 
 
 @dataclass(frozen=True)

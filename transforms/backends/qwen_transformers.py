@@ -30,6 +30,28 @@ class LoadedQwen:
     processor: Any
     device: str
     stop_token_ids: frozenset[int]
+    json_ctx: Any = None  # --extract: the llguidance tokenizer, built on first use
+
+
+def json_context(loaded: LoadedQwen):
+    """The loaded model's `json_constraint.LlgJson` (built once: ~1-2 s of tokenizer work)."""
+    if loaded.json_ctx is None:
+        from vlbeam.transforms.backends.json_constraint import LlgJson
+
+        config = loaded.model.config
+        vocab = getattr(getattr(config, "text_config", None), "vocab_size", None)
+        eos = loaded.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        stops = [t for t in eos if t in loaded.stop_token_ids] or sorted(loaded.stop_token_ids)
+        loaded.json_ctx = LlgJson(loaded.processor.tokenizer, vocab or config.vocab_size, stops)
+    return loaded.json_ctx
+
+
+def guided_locally() -> str:
+    """What constrains --extract answers of the local backend: llguidance when installed."""
+    import importlib.util
+
+    return "llguidance" if importlib.util.find_spec("llguidance") else "none"
 
 
 def check_model_available(model: str) -> None:
@@ -187,17 +209,24 @@ def generate_batch(
     temperature = batch[0].temperature  # the engine batches one temperature at a time
     if temperature:  # a retry of a degenerate answer: sample
         sampling = {"do_sample": True, "temperature": temperature}
+    prompt_len = inputs["input_ids"].shape[1]
+    constraint = None
+    if any(r.json_schema for r in batch) and guided_locally() == "llguidance":
+        schemas = [r.json_schema for r in batch]  # None: that row is not constrained
+        constraint = json_context(loaded).processor(schemas, prompt_len, limits)
+        sampling["logits_processor"] = [constraint]
     started = time.perf_counter()
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=max(limits), **sampling)
     latency = time.perf_counter() - started
-    prompt_len = inputs["input_ids"].shape[1]
     input_tokens = inputs["attention_mask"].sum(dim=1).tolist()
     results = []
     for i, limit in enumerate(limits):
         generated = output[i, prompt_len:].tolist()[:limit]
         stop_at = next((j for j, t in enumerate(generated) if t in loaded.stop_token_ids), None)
         kept = generated if stop_at is None else generated[:stop_at]
+        if constraint is not None and batch[i].json_schema and not constraint.finished_ok(i):
+            stop_at = None  # the grammar did not finish: cut off, whatever token came last
         results.append(
             VLResult(
                 text=processor.tokenizer.decode(kept, skip_special_tokens=True),
@@ -240,6 +269,11 @@ class TransformersQwenHandler:
     @property
     def model_name(self) -> str:
         return self._cfg.model
+
+    @property
+    def guided(self) -> str:
+        """--extract: llguidance constrains decoding to the schema (when installed)."""
+        return guided_locally()
 
     def load_model(self) -> Any:
         return self._loader(self._cfg)
