@@ -40,7 +40,7 @@ COPY schemas /src/schemas
 COPY runners /src/runners
 COPY outputs /src/outputs
 COPY api /src/api
-RUN pip install -c /src/constraints.txt "/src[transformers,video,pdf2image,openai,duckdb,report]" \
+RUN pip install -c /src/constraints.txt "/src[transformers,video,pdf2image,openai,duckdb,report,extract]" \
  && python -c "import vlbeam.pipeline.run, vlbeam.transforms.backends.qwen_transformers, av, pypdfium2, aiohttp"
 
 # vLLM for --backend vllm, in its own environment beside Beam's (vLLM needs pillow>=13 and
