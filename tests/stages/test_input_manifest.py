@@ -100,9 +100,10 @@ def test_vlbeam_run_with_a_manifest_carries_meta_to_every_table(tmp_path, name):
     carried = {Path(r["uri"]).name: {"customer_id": r["customer_id"], "batch": "7"} for r in rows}
     tables = {t: pq.read_table(out / t).to_pylist(maps_as_pydicts="strict") for t in TABLES}
     for table, found in tables.items():
-        # every table has rows, but tables and figures (QwenVL HTML answers with tables, and
-        # --figures crop: tests/api and tests/e2e/test_document_data.py)
-        assert found or table in ("tables", "figures"), table
+        # every table has rows, but tables, figures and extractions (QwenVL HTML answers with
+        # tables, --figures crop, --extract: tests/api, tests/e2e/test_document_data.py and
+        # tests/extract carry meta there)
+        assert found or table in ("tables", "figures", "extractions"), table
         for row in found:
             assert row["meta"] == carried[Path(row["source_uri"]).name], (table, row)
     docs = {Path(d["source_uri"]).name: d["status"] for d in tables["documents"]}
