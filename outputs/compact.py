@@ -21,8 +21,11 @@ pile up one small file per table per run.
   exchange, two renames leave the table absent for microseconds: never a wrong row). Since
   rows don't change, tables swapped one after another are consistent at every moment.
 - A failure before a table's exchange leaves that table's files as they were; the work folder
-  is removed. One compaction at a time (`DIR/_compact.lock`), and none while a run may be
-  publishing (a `DIR/_staging/<run_id>` without a failed manifest).
+  is removed. One compaction at a time (`DIR/_compact.lock`), and none while a run publishes:
+  compaction holds the output's publish lease (outputs/lease.py) throughout, first removes
+  what no commit lists (a dead publisher's files, superseded partitions: they are in no
+  reader's view and must not be merged into it), and writes its record, which commits the
+  `compacted-<id>` partition for vlbeam's readers (`committed_view`), before the first exchange.
 - Local (or mounted) output folders only: object stores have no atomic exchange.
 """
 
@@ -50,11 +53,12 @@ from vlbeam.outputs.layout import (
     COMPACT_LOCK,
     COMPACT_WORK,
     local_compaction_record,
-    local_manifest,
-    local_staged_runs,
     local_table_files,
     partition_name,
 )
+from vlbeam.outputs.lease import LeaseBusy, PublishLease
+from vlbeam.outputs.publish import drop_uncommitted
+from vlbeam.outputs.store import write_whole
 from vlbeam.schemas import TABLES
 from vlbeam.schemas.ids import new_run_id
 from vlbeam.schemas.parquet import ROW_GROUP_BYTES, writer_options
@@ -242,20 +246,6 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-def _live_runs_in_staging(out: Path) -> list[str]:
-    """Runs with a staging folder and no failed manifest: they may publish any moment."""
-    live = []
-    for run in local_staged_runs(out):
-        manifest = local_manifest(out, run)
-        try:
-            failed = json.loads(manifest.read_text()).get("status") == "failed"
-        except (OSError, ValueError):
-            failed = False
-        if not failed:
-            live.append(run)
-    return live
-
-
 @contextlib.contextmanager
 def _lock(out: Path):
     path = out / COMPACT_LOCK
@@ -357,13 +347,15 @@ def compact(
     partition = f"compacted-{cid}"
     started = datetime.now(UTC)
     results: dict[str, TableResult] = {}
-    with _lock(out):
-        live = _live_runs_in_staging(out)
-        if live:
-            raise CompactionError(
-                f"runs {live} have staged output and may publish while compacting; wait for "
-                f"them (a failed run's staging is ignored once its manifest says failed)"
-            )
+    lease = PublishLease(str(out), f"compaction-{cid}", wait_s=LEASE_WAIT_S)
+    record_path = local_compaction_record(out, cid)
+    with _lock(out), _leased(lease):
+        drop_uncommitted(str(out), TABLES)
+        record = {"compaction_id": cid, "seq": lease.generation,
+                  "started_at": started.isoformat(), "tables": {}}  # fmt: skip
+        had_records = record_path.parent.is_dir()
+        record_path.parent.mkdir(exist_ok=True)
+        write_whole(str(record_path), json.dumps(record, indent=2).encode())  # commits the swaps
         work = out / COMPACT_WORK / cid
         work.mkdir(parents=True)
         try:
@@ -381,16 +373,29 @@ def compact(
             with contextlib.suppress(OSError):
                 (out / COMPACT_WORK).rmdir()  # only if empty
             if any(r.swapped for r in results.values()):
-                record = {
-                    "compaction_id": cid,
-                    "started_at": started.isoformat(),
-                    "finished_at": datetime.now(UTC).isoformat(),
-                    "tables": {t: asdict(r) for t, r in results.items()},
-                }
-                path = local_compaction_record(out, cid)
-                path.parent.mkdir(exist_ok=True)
-                path.write_text(json.dumps(record, indent=2))
+                record["finished_at"] = datetime.now(UTC).isoformat()
+                record["tables"] = {t: asdict(r) for t, r in results.items()}
+                write_whole(str(record_path), json.dumps(record, indent=2).encode())
+            else:
+                record_path.unlink()
+                if not had_records:
+                    record_path.parent.rmdir()
     return results
+
+
+LEASE_WAIT_S = 60.0  # a publish takes seconds; longer means a run is stuck publishing
+
+
+@contextlib.contextmanager
+def _leased(lease: PublishLease):
+    try:
+        lease.acquire()
+    except LeaseBusy as exc:
+        raise CompactionError(f"a run is publishing into the output: {exc}") from None
+    try:
+        yield lease
+    finally:
+        lease.release()
 
 
 def main(argv: list[str] | None = None) -> int:

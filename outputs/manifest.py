@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from vlbeam.outputs.layout import manifest_path
 from vlbeam.outputs.publish import write_manifest
 from vlbeam.schemas import SCHEMA_VERSION
 from vlbeam.schemas.redaction import MASK, redact
@@ -175,21 +176,11 @@ class RunManifest:
     def wall_s(self) -> float:
         return time.monotonic() - self._started
 
-    def start(self, output: str, planned: dict | None = None) -> str:
-        """The `running` record, written as the job starts: what it plans to do (`planned`:
-        the figures of `vlbeam plan` when the launcher made one, else None), for monitors.
-        (Minimal: the exactly-once design, issue #20, owns the running record.)"""
-        self._base["planned"] = planned
-        manifest = {
+    def record(self, status: str, *, counts=None, error: str | None = None, **extra) -> dict:
+        """The manifest as written: publish writes the `succeeded` one as the commit record."""
+        return {
             **self._base,
-            "status": "running",
-            "started_at": self.started_at.isoformat(),
-        }
-        return write_manifest(output, self.run_id, manifest)
-
-    def finish(self, output: str, status: str, *, counts=None, error: str | None = None) -> str:
-        manifest = {
-            **self._base,
+            **extra,
             "status": status,
             "started_at": self.started_at.isoformat(),
             "finished_at": datetime.now(UTC).isoformat(),
@@ -197,4 +188,25 @@ class RunManifest:
             "counts": counts or {},
             "error": redact(error, self._secrets),  # the only free text: it may quote a flag
         }
-        return write_manifest(output, self.run_id, manifest)
+
+    def redact(self, text: str | None) -> str | None:
+        return redact(text, self._secrets)
+
+    def finish(self, output: str, status: str, *, counts=None, error: str | None = None) -> str:
+        """Write the manifest of a run that did not commit (`failed`). A committed manifest of
+        the same run id (an earlier attempt's) is left as it is: it is what readers see.
+        (Checked, then written: two attempts of one run id at the same moment may race.)"""
+        if status != "succeeded" and committed_manifest(output, self.run_id):
+            return manifest_path(output, self.run_id)
+        return write_manifest(output, self.run_id, self.record(status, counts=counts, error=error))
+
+
+def committed_manifest(output: str, run_id: str) -> bool:
+    """Whether `run_id` has a committed manifest in `output`."""
+    from vlbeam.outputs.store import read_bytes
+
+    data = read_bytes(manifest_path(output, run_id))
+    try:
+        return bool(data) and json.loads(data).get("status") == "succeeded"
+    except ValueError:
+        return False

@@ -6,6 +6,17 @@ import argparse
 import logging
 import sys
 
+APITOOLS_NOISE = "apitools not found, and bigquery client libraries are not available"
+
+
+def _drop_apitools_warning(record: logging.LogRecord) -> bool:
+    """Beam logs this on the root logger when it imports its BigQuery clients without
+    google-apitools (every command: nothing a vlbeam user can act on). Only that record."""
+    return not (record.name == "root" and str(record.msg).startswith(APITOOLS_NOISE))
+
+
+logging.getLogger().addFilter(_drop_apitools_warning)
+
 USAGE = """usage: vlbeam run --input GLOB [--input GLOB ...] --output DIR [--tasks ocr]
                   [--model ID_OR_PATH] [--max-cost USD] [any Beam pipeline flag]
        vlbeam plan --input GLOB [...] [the flags of vlbeam run] [--json]
@@ -18,9 +29,9 @@ Run `vlbeam run --help` for every job flag."""
 
 # `vlbeam run`'s exit code when an engine stopped the run: every request rejected (nothing
 # published), or its breaker open (what was done is published). 2: a bad invocation.
-ENGINE_STOPPED = 3
+ENGINE_STOPPED = 3  # = pipeline/outcome.py EXIT_ENGINE_UNAVAILABLE (the exit-code policy)
 # `vlbeam run`'s exit code when --max-cost refused the run at launch (nothing written) or
-# stopped it mid-run (what was done is published).
+# stopped it mid-run (what was done is published): = pipeline/outcome.py EXIT_BUDGET
 EXIT_BUDGET = 4
 
 
@@ -44,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         from vlbeam.pipeline.options import refuse_unknown_flags
-        from vlbeam.pipeline.run import run
+        from vlbeam.pipeline.outcome import EXIT_USAGE
+        from vlbeam.pipeline.run import run, run_outcome
         from vlbeam.runners import expand_target
         from vlbeam.schemas.errors import (
             BudgetExceeded,
@@ -56,17 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             argv = expand_target(rest)
             refuse_unknown_flags(argv)  # a misspelled flag stops here, before any work
-            run(argv)
+            result = run(argv)
         except (RunAborted, EngineUnavailable) as exc:  # the engine stopped the run
             print(f"vlbeam: {exc}", file=sys.stderr)
             return ENGINE_STOPPED
         except BudgetExceeded as exc:  # refused at launch, or stopped at the budget
             print(f"vlbeam: {exc}", file=sys.stderr)
             return EXIT_BUDGET
-        except (VlbeamError, ValueError) as exc:  # bad flags, missing model/key, API check
+        except (VlbeamError, ValueError) as exc:  # bad flags, model/key, API check, --output
             print(f"vlbeam: {exc}", file=sys.stderr)
-            return 2
-        return 0
+            return EXIT_USAGE
+        outcome = run_outcome(result, argv)
+        if outcome.message:
+            print(f"vlbeam: {outcome.message}", file=sys.stderr)
+        return outcome.code
     if command == "plan":
         if "-h" in rest or "--help" in rest:
             print("vlbeam plan: the flags of `vlbeam run` (no inference; --output not needed), "

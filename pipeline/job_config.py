@@ -94,9 +94,16 @@ class JobConfig:
     no_preflight: bool = flag(
         False, help="skip the one-token request that checks the key before the run"
     )
+    max_failed_fraction: float = flag(
+        0.2,
+        help="exit with code 5 (after publishing) when more than this fraction of the work "
+        "units (pages, video windows, files) failed; 1 never, 0 on any failure",
+    )
 
     def __post_init__(self) -> None:
         parse_tasks(self.tasks)
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            raise ValueError("--max-failed-fraction must be between 0 and 1")
         if self.output_mode not in OUTPUT_MODES:
             raise ValueError(f"--output-mode must be one of {OUTPUT_MODES}")
         if self.backend not in BACKENDS:

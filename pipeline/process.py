@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PBegin, PCollection
 
-from vlbeam.outputs.layout import table_glob
+from vlbeam.outputs.layout import committed_view
 from vlbeam.pipeline.prompts import (
     coarse_prompt,
     extract_prompt,
@@ -91,15 +90,16 @@ def _vars_of(prov: Provenance) -> dict:
 
 
 def done_documents(p: beam.Pipeline, output: str, model: str, backend: str):
-    """((doc_id, prompt_id), True) for every document an earlier run in `output` processed
-    OK with this model and backend; None when there is no earlier output."""
-    pattern = table_glob(output, "documents")
-    if not FileSystems.match([pattern])[0].metadata_list:
+    """((doc_id, prompt_id), True) for every document an earlier committed run in `output`
+    processed OK with this model and backend; None when there is no earlier output."""
+    committed = committed_view(output, ["documents"]).files("documents")
+    if not committed:
         return None
     columns = ["doc_id", "status", "model", "backend", "prompt_id"]
     return (
         p
-        | "ReadEarlierDocuments" >> beam.io.ReadFromParquet(pattern, columns=columns)
+        | "EarlierDocumentFiles" >> beam.Create(committed)
+        | "ReadEarlierDocuments" >> beam.io.ReadAllFromParquet(columns=columns)
         | "DoneWithThisModel"
         >> beam.Filter(
             lambda r: r["status"] == "ok" and r["model"] == model and r["backend"] == backend
@@ -172,13 +172,13 @@ def extracted_with(p: beam.Pipeline, done, output: str, schema_id: str):
     """--skip-existing with --extract: of the `done` documents, those an earlier run also
     extracted with this very schema (`schema_id` pins its hash: a changed schema
     re-extracts, which re-reads the document)."""
-    pattern = table_glob(output, "extractions")
-    if not FileSystems.match([pattern])[0].metadata_list:
+    committed = committed_view(output, ["extractions"]).files("extractions")
+    if not committed:
         return p | "NothingExtractedBefore" >> beam.Create([])
     extracted = (
         p
-        | "ReadEarlierExtractions"
-        >> beam.io.ReadFromParquet(pattern, columns=["doc_id", "schema_id"])
+        | "EarlierExtractionFiles" >> beam.Create(committed)
+        | "ReadEarlierExtractions" >> beam.io.ReadAllFromParquet(columns=["doc_id", "schema_id"])
         | "WithThisSchema" >> beam.Filter(lambda r: r["schema_id"] == schema_id)
         | "ExtractedDocs" >> beam.Map(lambda r: (r["doc_id"], "extracted"))
     )

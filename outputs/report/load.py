@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vlbeam.outputs.layout import choose_run, list_runs, open_parquet, partition_files
+from vlbeam.outputs.layout import choose_run, committed_view, list_runs, open_parquet
 from vlbeam.schemas import TABLES
 
 # columns read up front; the rest (answers, text layers) only for the pages shown
@@ -49,9 +49,10 @@ def load_run(output: str, run_id: str | None = None) -> RunData:
     output = output.rstrip("/") if len(output) > 1 else output
     runs, published = list_runs(output, TABLES)
     run_id = choose_run(runs, published, run_id)
+    view = committed_view(output, TABLES)  # a run's committed files only
     tables, files = {}, {}
     for table, schema in TABLES.items():
-        files[table] = partition_files(output, table, run_id)
+        files[table] = view.partition_files(table, run_id)
         tables[table] = _read_table(files[table], schema, HEAVY.get(table, set()))
     return RunData(output, run_id, runs[run_id], tables, files)
 

@@ -19,7 +19,8 @@ from vlbeam.outputs import compact as compact_module
 from vlbeam.outputs.compact import CompactionError, _exchange, compact
 from vlbeam.outputs.layout import COMPACT_LOCK as LOCK
 from vlbeam.outputs.layout import COMPACT_WORK as WORK
-from vlbeam.outputs.layout import COMPACTIONS, RUNS, STAGING
+from vlbeam.outputs.layout import COMPACTIONS, LEASE, RUNS, STAGING
+from vlbeam.outputs.lease import PublishLease
 from vlbeam.pipeline.cli import main
 from vlbeam.schemas import DOCUMENTS, PAGES, SCHEMA_VERSION, TABLES, VERSION_KEY, VIDEO_EVENTS
 from vlbeam.schemas.parquet import writer_options
@@ -126,8 +127,10 @@ def rows(out: Path, table: str) -> list[dict]:
 
 
 def snapshot(out: Path) -> dict[str, str]:
+    """Every file's hash, less the publish lease's generations (compaction takes the lease)."""
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file()}  # fmt: skip
+            for p in sorted(out.rglob("*"))
+            if p.is_file() and p.relative_to(out).parts[0] != LEASE}  # fmt: skip
 
 
 def parquet_files(out: Path, table: str) -> list[Path]:
@@ -370,11 +373,16 @@ def test_refusals(tmp_path: Path) -> None:
     with pytest.raises(CompactionError, match="another compaction"):
         compact(str(out))
     (out / LOCK).unlink()
-    (out / STAGING / "running1").mkdir(parents=True)  # a run in progress
-    with pytest.raises(CompactionError, match="running1"):
-        compact(str(out))
-    (out / RUNS / "running1.json").write_text(json.dumps({"status": "failed"}))
-    assert compact(str(out), ["pages"])["pages"].swapped  # a failed run's leftovers don't block
+    publishing = PublishLease(str(out), "try-20261201T000000Z-00000001", "running1").__enter__()
+    compact_module.LEASE_WAIT_S, wait = 0.2, compact_module.LEASE_WAIT_S
+    try:
+        with pytest.raises(CompactionError, match="running1"):  # a run is publishing
+            compact(str(out))
+    finally:
+        compact_module.LEASE_WAIT_S = wait
+    publishing.release()
+    (out / STAGING / "running1" / "try-20261201T000000Z-00000001").mkdir(parents=True)
+    assert compact(str(out), ["pages"])["pages"].swapped  # a run that only stages doesn't block
     assert (out / STAGING / "running1").exists()
 
 

@@ -8,11 +8,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.pipeline_helpers import columns_of
-from vlbeam.outputs.layout import STAGING, partition_dir, staging_dir
-from vlbeam.outputs.publish import publish
+from vlbeam.outputs.layout import STAGING, attempt_file_name, partition_dir, staging_dir
+from vlbeam.outputs.publish import publish as publish_attempt
 from vlbeam.schemas import FAILURES, PAGES, SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
 
 RUN_ID = "20261122T083000Z-abc123"
+ATTEMPT = "try-20261122T083000Z-0a1b2c3d"
+
+
+def publish(output, run_id, tables, mode="overwrite"):
+    return publish_attempt(output, run_id, tables, mode, attempt=ATTEMPT)
+
+
+def named(name: str) -> str:
+    return attempt_file_name(ATTEMPT, name)
 
 
 def _page_rows(n: int, tag: str) -> pa.Table:
@@ -49,7 +58,7 @@ def _page_rows(n: int, tag: str) -> pa.Table:
 
 
 def _stage(out: Path, table: str, name: str, data: pa.Table) -> Path:
-    folder = Path(staging_dir(str(out), RUN_ID)) / table
+    folder = Path(staging_dir(str(out), RUN_ID, ATTEMPT)) / table
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(data, folder / name)
     return folder / name
@@ -61,6 +70,7 @@ def _listing(folder: Path) -> list[str]:
 
 def test_staging_dir_layout(tmp_path: Path) -> None:
     assert staging_dir(str(tmp_path), RUN_ID) == f"{tmp_path}/{STAGING}/{RUN_ID}"
+    assert staging_dir(str(tmp_path), RUN_ID, ATTEMPT) == f"{tmp_path}/{STAGING}/{RUN_ID}/{ATTEMPT}"
 
 
 def _part(out: Path, table: str, run_id: str = RUN_ID) -> Path:
@@ -80,8 +90,8 @@ def test_publish_replaces_old_tables(tmp_path: Path) -> None:
     published = publish(str(out), RUN_ID, {"pages": PAGES})
 
     assert _listing(out / "pages") == [f"run={RUN_ID}"]
-    assert _listing(_part(out, "pages")) == ["part-00000-of-00001.parquet"]
-    assert published == {"pages": [str(_part(out, "pages") / "part-00000-of-00001.parquet")]}
+    assert _listing(_part(out, "pages")) == [named("part-00000-of-00001.parquet")]
+    assert published == {"pages": [str(_part(out, "pages") / named("part-00000-of-00001.parquet"))]}
     table = pq.read_table(out / "pages")
     assert table.num_rows == 2
     assert set(table.column("run_id").to_pylist()) == {"new"}
@@ -114,10 +124,10 @@ def test_publish_empty_tables_get_an_empty_file_with_the_schema(tmp_path: Path) 
     for name, schema in TABLES.items():
         if name == "pages":
             continue
-        assert _listing(_part(out, name)) == ["part-empty.parquet"], name
+        assert _listing(_part(out, name)) == [named("part-empty.parquet")], name
         assert _listing(out / name) == [f"run={RUN_ID}"], name
-        assert published[name] == [str(_part(out, name) / "part-empty.parquet")]
-        table = pq.read_table(_part(out, name) / "part-empty.parquet")
+        assert published[name] == [str(_part(out, name) / named("part-empty.parquet"))]
+        table = pq.read_table(_part(out, name) / named("part-empty.parquet"))
         assert table.num_rows == 0
         assert columns_of(table.schema) == columns_of(schema), name
     assert pq.read_table(out / "pages").num_rows == 1
@@ -131,21 +141,30 @@ def test_publish_moves_only_parquet_and_cleans_staging(tmp_path: Path) -> None:
 
     publish(str(out), RUN_ID, {"pages": PAGES})
 
-    assert _listing(_part(out, "pages")) == ["part-00000-of-00001.parquet"]
+    assert _listing(_part(out, "pages")) == [named("part-00000-of-00001.parquet")]
     assert not (out / STAGING).exists()
 
 
-def test_publish_leaves_other_runs_staging_alone(tmp_path: Path) -> None:
+def test_publish_leaves_running_attempts_staging_alone(tmp_path: Path) -> None:
+    from vlbeam.outputs.attempt import AttemptRecord
+
     out = tmp_path / "out"
     _stage(out, "pages", "part-00000-of-00001.parquet", _page_rows(1, "new"))
-    other = out / STAGING / "other-run" / "pages"
+    running = AttemptRecord(str(out), "other-run", "try-20261122T090000Z-00000001").start()
+    other = out / STAGING / "other-run" / "try-20261122T090000Z-00000001" / "pages"
     other.mkdir(parents=True)
     (other / "part-0.parquet").write_bytes(b"in progress")
+    dead = out / STAGING / "dead-run" / "try-20261122T070000Z-00000002" / "pages"
+    dead.mkdir(parents=True)  # an attempt with no running record: over
+    (dead / "part-0.parquet").write_bytes(b"left by a killed run")
 
     publish(str(out), RUN_ID, {"pages": PAGES})
 
     assert not (out / STAGING / RUN_ID).exists()
     assert (other / "part-0.parquet").read_bytes() == b"in progress"
+    assert not (out / STAGING / "dead-run").exists()
+    running.finish("failed")
+    assert not (out / STAGING / "other-run").exists()  # a failed attempt removes its own
 
 
 def test_publish_twice_is_idempotent_for_empty_tables(tmp_path: Path) -> None:
@@ -153,7 +172,7 @@ def test_publish_twice_is_idempotent_for_empty_tables(tmp_path: Path) -> None:
     publish(str(out), RUN_ID, TABLES)
     publish(str(out), RUN_ID, TABLES)
     for name in TABLES:
-        assert _listing(_part(out, name)) == ["part-empty.parquet"]
+        assert _listing(_part(out, name)) == [named("part-empty.parquet")]
     assert not (out / STAGING).exists()
 
 
@@ -161,9 +180,9 @@ def test_empty_tables_are_written_like_every_other_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
     publish(str(out), RUN_ID, TABLES)
     for name in TABLES:
-        meta = pq.ParquetFile(_part(out, name) / "part-empty.parquet").metadata
+        meta = pq.ParquetFile(_part(out, name) / named("part-empty.parquet")).metadata
         assert meta.metadata[VERSION_KEY.encode()] == SCHEMA_VERSION.encode()
         assert meta.metadata[TABLE_KEY.encode()] == name.encode()
-        schema = pq.read_schema(_part(out, name) / "part-empty.parquet")
+        schema = pq.read_schema(_part(out, name) / named("part-empty.parquet"))
         assert columns_of(schema) == columns_of(TABLES[name]), name
         assert schema.metadata == TABLES[name].metadata, name
