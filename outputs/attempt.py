@@ -130,20 +130,35 @@ def remove_staging(output: str, run_id: str, attempt: str) -> None:
     _remove_empty_folders(output)
 
 
+def _staged_files(root: str) -> list[tuple[str, float]]:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        found = FileSystems.match([join(root, "**")])[0].metadata_list
+    except Exception:  # a missing folder matches nothing
+        return []
+    return [(m.path, m.last_updated_in_seconds) for m in found]
+
+
 def collect_staging(output: str) -> list[str]:
     """Remove the staging folders of attempts that are over; returns the attempts removed.
-    A folder not in the per-attempt layout (left by a vlbeam from before it) is removed too."""
+    A folder without a running record (written by a vlbeam from before them, or by hand) is
+    over once nothing in it changed for `STALE_AFTER_S`."""
     root = staging_root(output)
-    by_attempt: dict[tuple[str, str], list[str]] = {}
-    for path in files(root, "**"):
+    by_attempt: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    for path, changed in _staged_files(root):
         parts = path[len(root) :].lstrip("/").split("/")
         if len(parts) >= 2:
-            by_attempt.setdefault((parts[0], parts[1]), []).append(path)
+            by_attempt.setdefault((parts[0], parts[1]), []).append((path, changed))
     removed = []
-    for (run_id, child), paths in sorted(by_attempt.items()):
-        if not child.startswith("try-") or attempt_over(
-            read_json_quiet(attempt_record(output, run_id, child))
-        ):
+    for (run_id, child), found in sorted(by_attempt.items()):
+        paths = [p for p, _ in found]
+        record = read_json_quiet(attempt_record(output, run_id, child))
+        if record is None:
+            over = time.time() - max(changed for _, changed in found) > STALE_AFTER_S
+        else:
+            over = attempt_over(record)
+        if over:
             delete_quietly(paths)
             folder = join(root, run_id, child)
             if "://" not in output and os.path.isdir(folder):

@@ -23,6 +23,7 @@ import logging
 import posixpath
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,6 +217,20 @@ class CommittedView:
         wanted = set(entry.files.get(table, ()))
         return sorted(p for p in paths if posixpath.basename(p) in wanted)
 
+    def complete(self, tables) -> bool:
+        """Whether every file the visible commits list was found (see `committed_view`)."""
+        compacted = max((e.seq for e in self.visible.values()
+                         if e.partition.startswith(COMPACTED)), default=-1)  # fmt: skip
+        for entry in self.visible.values():
+            if entry.files is None or entry.seq < compacted:
+                continue
+            for table in tables:
+                found = {posixpath.basename(p)
+                         for p in self.present.get(table, {}).get(entry.partition, [])}  # fmt: skip
+                if not set(entry.files.get(table, ())) <= found:
+                    return False
+        return True
+
     def garbage(self, table: str, keep: set[str] = frozenset()) -> list[str]:
         """Files of `table` in no commit record: what dead attempts moved in place and
         superseded partitions (`keep`: partitions not to touch, e.g. the publisher's own)."""
@@ -249,6 +264,9 @@ def read_json(path: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+VIEW_TRIES = 50
+
+
 def committed_view(output: str, tables) -> CommittedView:
     """Which partitions of `output` are committed and visible (see `CommittedView`).
 
@@ -256,7 +274,22 @@ def committed_view(output: str, tables) -> CommittedView:
     piece); it lists its files and its place in the commit order (`seq`). A compaction is
     committed by its record. A partition with neither (written by hand or by a vlbeam from
     before run manifests) counts as committed at seq 0. The last overwrite commit hides every
-    partition before it."""
+    partition before it.
+
+    The records and the file listing are read one after the other, and a publish may commit
+    and drop the replaced files in between: a view in which a visible commit's files are
+    missing is read again (a file a compaction merged is not missing)."""
+    tables = list(tables)
+    for attempt in range(VIEW_TRIES):
+        view = _view_once(output, tables)
+        if view.complete(tables):
+            return view
+        time.sleep(min(0.01 * (attempt + 1), 0.5))
+    logger.warning("%s kept changing while it was read; some committed files are missing", output)
+    return view
+
+
+def _view_once(output: str, tables: list[str]) -> CommittedView:
     present: dict[str, dict[str, list[str]]] = {}
     for table in tables:
         for path in match(table_glob(output, table)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -155,14 +157,19 @@ def test_publish_leaves_running_attempts_staging_alone(tmp_path: Path) -> None:
     other.mkdir(parents=True)
     (other / "part-0.parquet").write_bytes(b"in progress")
     dead = out / STAGING / "dead-run" / "try-20261122T070000Z-00000002" / "pages"
-    dead.mkdir(parents=True)  # an attempt with no running record: over
+    dead.mkdir(parents=True)  # no running record, untouched for an hour: over
     (dead / "part-0.parquet").write_bytes(b"left by a killed run")
+    os.utime(dead / "part-0.parquet", (time.time() - 3600, time.time() - 3600))
+    young = out / STAGING / "new-run" / "try-20261122T100000Z-00000003" / "pages"
+    young.mkdir(parents=True)  # no record yet, but just written: left alone
+    (young / "part-0.parquet").write_bytes(b"just staged")
 
     publish(str(out), RUN_ID, {"pages": PAGES})
 
     assert not (out / STAGING / RUN_ID).exists()
     assert (other / "part-0.parquet").read_bytes() == b"in progress"
     assert not (out / STAGING / "dead-run").exists()
+    assert (young / "part-0.parquet").exists()
     running.finish("failed")
     assert not (out / STAGING / "other-run").exists()  # a failed attempt removes its own
 
