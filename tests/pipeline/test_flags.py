@@ -147,9 +147,11 @@ def test_suggestions_only_when_something_is_close():
 def test_the_cli_refuses_before_the_job_starts(tmp_path, monkeypatch, capsys):
     from vlbeam.pipeline import cli
     from vlbeam.pipeline import run as run_module
+    from vlbeam.pipeline.outcome import Outcome
 
     started = []
     monkeypatch.setattr(run_module, "run", lambda argv, *a, **k: started.append(argv))
+    monkeypatch.setattr(run_module, "run_outcome", lambda result, argv: Outcome(0))
     out = tmp_path / "out"
     code = cli.main(["run", f"--input={SAMPLES_GLOB}", f"--output={out}",
                      "--max-concurency", "64", "--windows-seconds", "5"])  # fmt: skip
