@@ -5,6 +5,7 @@ after the model loaded."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from vlbeam.outputs.layout import attempts_dir, join
@@ -18,9 +19,13 @@ class OutputNotWritable(ValueError):
 
 
 def check_output_writable(output: str, run_id: str, attempt: str) -> None:
+    """Create and delete a probe object under `output`; a local folder this made is removed
+    again (a refused run leaves nothing behind)."""
     probe = join(attempts_dir(output), run_id, f"{attempt}.probe")
+    local = "://" not in output
+    existed = local and os.path.exists(output)
     try:
-        if "://" not in output:
+        if local:
             os.makedirs(output, exist_ok=True)
         if not create_if_absent(probe, b"vlbeam write check\n"):
             raise OSError(f"{probe} exists already")
@@ -35,3 +40,8 @@ def check_output_writable(output: str, run_id: str, attempt: str) -> None:
             f"--output {output} can't be written: {type(exc).__name__}: {first}"
         ) from None
     delete_quietly([probe])
+    if local:
+        folders = [os.path.dirname(probe), attempts_dir(output)] + ([] if existed else [output])
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if empty
