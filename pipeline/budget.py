@@ -67,8 +67,11 @@ def check_budget_at_launch(opts: VlbeamOptions) -> Plan | None:
     return plan
 
 
-def account_for(opts: VlbeamOptions, runner, run_id: str) -> RunAccount | None:
-    """The run's ledger and budget on local runners; None where nothing would use it."""
+def account_for(
+    opts: VlbeamOptions, runner, run_id: str, attempt: str | None = None
+) -> RunAccount | None:
+    """The run's ledger and budget on local runners (the ledger in the attempt's staging
+    folder: it goes with it); None where nothing would use it."""
     control = run_control(opts)
     if not is_local_runner(runner):
         if control.max_cost is not None:
@@ -85,7 +88,7 @@ def account_for(opts: VlbeamOptions, runner, run_id: str) -> RunAccount | None:
         folder = tempfile.mkdtemp(prefix=f"vlbeam-{run_id}-")
         path = os.path.join(folder, LEDGER_FILE)
     else:
-        path = join(staging_dir(opts.output, run_id), LEDGER_FILE)
+        path = join(staging_dir(opts.output, run_id, attempt), LEDGER_FILE)
     counter = token_counter(opts) if control.max_cost is not None else None
     return RunAccount(
         RunLedger(path).create(), plan_prices(opts), control.max_cost, counter=counter
