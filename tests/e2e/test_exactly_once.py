@@ -19,7 +19,13 @@ from vlbeam.outputs.attempt import attempt_over
 from vlbeam.outputs.layout import ATTEMPTS, RUNS, STAGING, committed_view, new_attempt_id
 from vlbeam.outputs.load_duckdb import load_duckdb
 from vlbeam.pipeline.cli import main
-from vlbeam.pipeline.outcome import EXIT_ENGINE_UNAVAILABLE, EXIT_OK, EXIT_TOO_MANY_FAILURES, judge
+from vlbeam.pipeline.outcome import (
+    EXIT_BUDGET,
+    EXIT_ENGINE_UNAVAILABLE,
+    EXIT_OK,
+    EXIT_TOO_MANY_FAILURES,
+    judge,
+)
 from vlbeam.schemas import PAGES, TABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,6 +176,6 @@ def test_the_outcome_reads_the_engine_hooks():
     assert judge({**ok, "engine_unavailable": 1}, 1.0).code == EXIT_ENGINE_UNAVAILABLE
     stopped = {**ok, "failures.inference.BudgetExceeded": 1}
     outcome = judge(stopped, 1.0, "r1")
-    assert outcome.code == EXIT_ENGINE_UNAVAILABLE and outcome.message.startswith("vlbeam run r1")
+    assert outcome.code == EXIT_BUDGET == 4 and outcome.message.startswith("vlbeam run r1")
     engine = judge({"failures.inference.EngineUnavailable": 3, "failures": 3}, 1.0)
     assert engine.code == EXIT_ENGINE_UNAVAILABLE == 3  # the code main's engine work uses

@@ -50,6 +50,10 @@ def _value(field: pa.Field, run_id: str, i: int):
         return i
     if pa.types.is_floating(kind):
         return float(i)
+    if pa.types.is_binary(kind):
+        return f"{run_id}-{i}".encode()
+    if pa.types.is_struct(kind):
+        return {child.name: float(i) for child in kind}
     raise AssertionError(f"no test value for {field}")
 
 
