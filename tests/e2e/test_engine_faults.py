@@ -32,6 +32,7 @@ require_module("aiohttp", "openai")
 from tests.fake_api_server import FakeApiServer, Recorded, slow, status  # noqa: E402
 from tests.fault_server import page_colour, page_of  # noqa: E402
 from tests.pipeline_helpers import inked_page, read_table  # noqa: E402
+from vlbeam.pipeline.outcome import EXIT_TOO_MANY_FAILURES  # noqa: E402
 
 FAULT_SERVER = Path(__file__).resolve().parents[1] / "fault_server.py"
 
@@ -124,7 +125,10 @@ def test_client_errors_other_than_auth_never_stop_the_run(code, tmp_path, capsys
                         "--api-key-env=", "--max-concurrency=1", "--request-timeout-s=2",
                         "--max-attempts=1", "--target-long-side=160")  # fmt: skip
         tried = len(server.model_requests())
-    assert exit_code == 0 and vlbeam_lines(capsys.readouterr().err) == []
+    # not stopped: every page tried; every page failing is above --max-failed-fraction (#20):
+    # exit 5 after publishing, with one line that says so (not the engine's code, 3)
+    [line] = vlbeam_lines(capsys.readouterr().err)
+    assert exit_code == EXIT_TOO_MANY_FAILURES and "100% of the work units failed" in line
     failures = read_table(out, "failures")
     assert tried == 30 and len(failures) == 30  # every page tried, one row each
     assert (
