@@ -42,7 +42,7 @@ def _value(field: pa.Field, run_id: str, i: int):
     if field.name == "run_id":
         return run_id
     kind = field.type
-    if pa.types.is_list(kind):
+    if pa.types.is_list(kind) or pa.types.is_map(kind):
         return []
     if pa.types.is_string(kind):
         return f"{run_id}-{field.name}-{i}"
@@ -50,6 +50,8 @@ def _value(field: pa.Field, run_id: str, i: int):
         return i
     if pa.types.is_floating(kind):
         return float(i)
+    if pa.types.is_boolean(kind):
+        return True
     if pa.types.is_binary(kind):
         return f"{run_id}-{i}".encode()
     if pa.types.is_struct(kind):
