@@ -79,7 +79,10 @@ class HelperPool:
     def __init__(self, workers: int, max_memory_mb: int) -> None:
         self.workers = workers
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._helpers = [HelperProcess(max_memory_mb) for _ in range(workers)]
+        # the cores this process may use, shared out: one helper per core decodes video on
+        # one thread (cheapest per frame), a lone helper on every core uses them all
+        threads = max(1, resolve_workers(0) // workers)
+        self._helpers = [HelperProcess(max_memory_mb, threads) for _ in range(workers)]
         self._threads = [
             threading.Thread(target=self._serve, args=(h,), name=f"vlbeam-helper-{i}", daemon=True)
             for i, h in enumerate(self._helpers)

@@ -112,8 +112,13 @@ def _kill_group(pgid: int) -> None:
 class HelperProcess:
     """Parent-side handle on the helper process (one per DoFn instance)."""
 
-    def __init__(self, max_memory_mb: int = 4096) -> None:
+    def __init__(self, max_memory_mb: int = 4096, decode_threads: int = 0) -> None:
+        """`decode_threads`: the video decoder's threads in the helper (0 = FFmpeg's choice,
+        about one per core; a pool of N helpers on C cores gives each C // N)."""
+        if decode_threads < 0:
+            raise ValueError("decode threads must be >= 0 (0 = FFmpeg's choice)")
         self._max_memory_mb = max_memory_mb
+        self._decode_threads = decode_threads
         self._proc: subprocess.Popen | None = None
         self._open_doc: str | None = None
 
@@ -128,6 +133,7 @@ class HelperProcess:
                     "vlbeam.transforms.media.helper_process",
                     str(self._max_memory_mb),
                     str(os.getpid()),
+                    str(self._decode_threads),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -241,7 +247,8 @@ REOPEN_EVERY_PAGES = 64
 
 
 class _ChildState:
-    def __init__(self) -> None:
+    def __init__(self, decode_threads: int = 0) -> None:
+        self.decode_threads = decode_threads
         self.doc_id: str | None = None
         self.data: bytes | None = None
         self.doc = None
@@ -255,7 +262,11 @@ class _ChildState:
         self.video = None  # (container, VideoInfo)
 
     def open_video(self, uri: str):
-        from vlbeam.transforms.media.video_decode import open_container, probe
+        from vlbeam.transforms.media.video_decode import (
+            open_container,
+            probe,
+            set_decode_threads,
+        )
 
         if uri != self.video_uri:
             if self.video is not None:
@@ -267,6 +278,7 @@ class _ChildState:
 
                 source = FileSystems.open(uri, compression_type="uncompressed")
             container = open_container(source)
+            set_decode_threads(container, self.decode_threads)
             self.video, self.video_uri = (container, probe(container)), uri
         return self.video
 
@@ -387,7 +399,7 @@ class _DyingPopen(subprocess.Popen):
         super().__init__(*args, **kwargs)
 
 
-def _child_main(max_memory_mb: int, parent: int | None = None) -> None:
+def _child_main(max_memory_mb: int, parent: int | None = None, decode_threads: int = 0) -> None:
     import resource
 
     die_with_parent()
@@ -401,7 +413,7 @@ def _child_main(max_memory_mb: int, parent: int | None = None) -> None:
     proto_out = os.dup(1)
     os.dup2(2, 1)
     proto_in = 0
-    state = _ChildState()
+    state = _ChildState(decode_threads)
     while True:
         try:
             request = _read_msg(proto_in)
@@ -420,4 +432,8 @@ def _child_main(max_memory_mb: int, parent: int | None = None) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    _child_main(
+        int(sys.argv[1]),
+        int(sys.argv[2]) if len(sys.argv) > 2 else None,
+        int(sys.argv[3]) if len(sys.argv) > 3 else 0,
+    )
