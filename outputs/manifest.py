@@ -53,20 +53,13 @@ def absolute_uri(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _known_option_names() -> set[str]:
-    """Every option dest some registered `PipelineOptions` subclass defines."""
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+def _known_option_names(options=None) -> set[str]:
+    """Every option dest some registered `PipelineOptions` subclass defines (Beam's public
+    `get_all_options`, which parses with every subclass's arguments)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
-    seen: dict[str, type] = {}
-    pending = list(PipelineOptions.__subclasses__())
-    while pending:
-        cls = pending.pop(0)
-        if str(cls) not in seen:
-            seen[str(cls)] = cls
-            cls._add_argparse_args(parser)
-        pending.extend(cls.__subclasses__())
-    return {action.dest for action in parser._actions}
+    options = PipelineOptions([]) if options is None else options
+    return set(options.get_all_options(retain_unknown_options=False))
 
 
 def _mask_url(value: str, found: set[str]) -> str:
@@ -137,7 +130,7 @@ def safe_options(options, found: set[str] | None = None) -> dict:
     `found` collects the secret values (to blank them out elsewhere)."""
     found = set() if found is None else found
     values = options.get_all_options(drop_default=True, retain_unknown_options=True)
-    known = _known_option_names()
+    known = _known_option_names(options)
     safe = {}
     for name, value in sorted(values.items()):
         if name not in known and not isinstance(value, bool):

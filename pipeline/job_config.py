@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from vlbeam.schemas.config import TASKS
 from vlbeam.schemas.flags import flag
+from vlbeam.schemas.presets import DEFAULT_PRESET, PRESETS
 from vlbeam.schemas.run_ids import check_run_id
 
 OUTPUT_MODES = ("overwrite", "append")
@@ -74,6 +75,13 @@ class JobConfig:
         help="inference backend: local transformers, an OpenAI-compatible HTTP API, or a "
         "vLLM/SGLang server that each worker starts and manages",
     )
+    model_preset: str = flag(
+        DEFAULT_PRESET,
+        choices=sorted(PRESETS),
+        help="an OCR model's published way of being asked: prompt, message order, page size, "
+        "sampling, answer format and parser, server flags (qwen3-vl: vlbeam's default; "
+        "olmocr-2, chandra, chandra-1, nanonets-ocr2); flags given explicitly still win",
+    )
     ocr_prompt_file: str | None = flag(
         None, help="text file replacing the built-in OCR prompt (prompt_id pins its hash)"
     )
@@ -108,6 +116,8 @@ class JobConfig:
             raise ValueError(f"--output-mode must be one of {OUTPUT_MODES}")
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {BACKENDS}")
+        if self.model_preset not in PRESETS:
+            raise ValueError(f"--model-preset must be one of {sorted(PRESETS)}")
 
     @property
     def task_set(self) -> frozenset[str]:

@@ -19,6 +19,7 @@ from vlbeam.pipeline.job_config import JobConfig, parse_tasks
 from vlbeam.pipeline.progress_display import RunControl
 from vlbeam.schemas.config import ExtractConfig, LayoutConfig, ModelConfig, PagePolicy, RenderConfig
 from vlbeam.schemas.flags import add_flags, flag_values, from_flags
+from vlbeam.schemas.presets import ModelPreset, model_preset, preset_flag_defaults
 from vlbeam.transforms.backends.openai_protocol import (
     ApiConfig,
     ApiRouting,
@@ -30,7 +31,13 @@ from vlbeam.transforms.media.pdf_passwords import check_password_sources
 from vlbeam.transforms.media.video_decode import SamplingConfig
 from vlbeam.transforms.media.work_units import GroundingStrategy, VideoConfig
 
-__all__ = ["VlbeamOptions", "parse_tasks", "refuse_unknown_flags", "unknown_flags"]
+__all__ = [
+    "VlbeamOptions",
+    "apply_model_preset",
+    "parse_tasks",
+    "refuse_unknown_flags",
+    "unknown_flags",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +78,53 @@ def run_control(opts: VlbeamOptions) -> RunControl:
     return from_flags(RunControl, opts)
 
 
+_NOT_GIVEN = object()
+
+
+def given_flags(argv: list[str], names) -> frozenset[str]:
+    """Which of the flags `names` (underscored) `argv` gives explicitly, whatever the value
+    (parsed by argparse with vlbeam's own declarations, every other flag ignored)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    VlbeamOptions._add_argparse_args(parser)
+    parser.set_defaults(**{name: _NOT_GIVEN for name in names})
+    parsed, _ = parser.parse_known_args(list(argv))
+    return frozenset(name for name in names if getattr(parsed, name) is not _NOT_GIVEN)
+
+
+def apply_model_preset(opts: VlbeamOptions, argv: list[str]) -> ModelPreset:
+    """Set the flags `--model-preset` covers to the preset's values, except those `argv`
+    gives explicitly (they win). A page size given by the long side drops the preset's short
+    side (and the reverse), so the user's rule applies. Returns the preset."""
+    preset = model_preset(opts.model_preset)
+    defaults = preset_flag_defaults(preset)
+    given = given_flags(argv, [*defaults, "target_long_side", "target_short_side"])
+    if "target_long_side" in given and "target_short_side" not in given:
+        defaults.pop("target_short_side", None)
+    if "ocr_format" in given and opts.ocr_format != preset.ocr_format and preset.name != "qwen3-vl":
+        raise ValueError(
+            f"--model-preset {preset.name} answers {preset.ocr_format} in its own format; "
+            f"--ocr-format {opts.ocr_format} would not change what it writes (leave it out)"
+        )
+    if preset.answer_format != "markdown" and getattr(opts, "figures", "none") != "none":
+        raise ValueError(
+            f"--figures crop reads QwenVL HTML boxes; --model-preset {preset.name}'s answers "
+            "are not cropped yet (leave --figures out)"
+        )
+    for name, value in defaults.items():
+        if name not in given:
+            setattr(opts, name, value)
+    if given or defaults:
+        # the default preset's settings are today's behaviour: said only when debugging
+        logger.log(
+            logging.DEBUG if preset.name == "qwen3-vl" else logging.INFO,
+            "--model-preset %s sets %s; given explicitly: %s",
+            preset.name,
+            ", ".join(f"--{n.replace('_', '-')}" for n in sorted(set(defaults) - given)) or "-",
+            ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given)) or "-",
+        )
+    return preset
+
+
 def api_config(opts: VlbeamOptions) -> ApiConfig:
     values = flag_values(ApiConfig, opts)
     extra = json.loads(values.pop("extra_body", None) or "{}")
@@ -91,6 +145,7 @@ def server_spec(opts: VlbeamOptions) -> ServerSpec:
         frames_per_window=frames,
         pixels_per_frame=opts.max_pixels_per_frame,
     )
+    preset = model_preset(opts.model_preset)
     return from_flags(
         ServerSpec,
         opts,
@@ -98,6 +153,8 @@ def server_spec(opts: VlbeamOptions) -> ServerSpec:
         model=resolve_model_path(opts.model),
         max_model_len=max_len,
         images_per_prompt=max(1, frames),
+        # the preset's recommended server flags first: a --server-arg given later wins
+        extra_args=(*preset.server_args, *(opts.server_arg or ())),
     )
 
 
@@ -138,7 +195,15 @@ def layout_config(opts: VlbeamOptions) -> LayoutConfig:
 
 
 def page_policy(opts: VlbeamOptions) -> PagePolicy:
-    return from_flags(PagePolicy, opts)
+    """Page handling from its flags, and how answers are read from `--model-preset`."""
+    preset = model_preset(opts.model_preset)
+    return from_flags(
+        PagePolicy,
+        opts,
+        answer_format=preset.answer_format,
+        bbox_grid=float(preset.bbox_grid),
+        rotation_retry=preset.rotation_retry,
+    )
 
 
 def extract_config(opts: VlbeamOptions) -> ExtractConfig:

@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
+    apply_model_preset,
     page_policy,
     parse_tasks,
     refuse_unknown_flags,
@@ -116,6 +117,7 @@ def plan_main(argv: list[str]) -> int:
     argv = [a for a in argv if a not in PLAN_ONLY_FLAGS]
     refuse_unknown_flags(argv)
     opts = PipelineOptions(argv).view_as(VlbeamOptions)
+    apply_model_preset(opts, argv)  # the page size and answer length a preset sets
     if not opts.input:
         raise ValueError("vlbeam plan: --input is required")
     plan = build_plan(opts)

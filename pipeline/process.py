@@ -31,6 +31,7 @@ from vlbeam.schemas.config import ExtractConfig, Prompt
 from vlbeam.schemas.elements import PageRef, Provenance, VideoWindow
 from vlbeam.schemas.ids import new_run_id
 from vlbeam.schemas.meta import normalize_meta
+from vlbeam.schemas.presets import model_preset
 from vlbeam.transforms.answers.extraction import ExtractSchema
 from vlbeam.transforms.backends.engine import InferenceBackend
 from vlbeam.transforms.coarse_to_fine import RefineFromCoarse
@@ -249,7 +250,9 @@ class Process(beam.PTransform):
         tasks = job.task_set
         model = backend.model_name
         layout = self.settings.layout
-        ocr_p = ocr_prompt(job.ocr_prompt_file, layout.ocr_format)
+        ocr_p = ocr_prompt(
+            job.ocr_prompt_file, layout.ocr_format, preset=model_preset(job.model_preset)
+        )
         queries = read_queries(list(job.query), job.queries_file)
         ground_p = grounding_prompt(job.grounding_prompt_file, queries)
         video_cfg = grounding_video_config(self.settings.video, queries)

@@ -1,12 +1,29 @@
-"""Versioned prompts: built-in ones ship as package data, users may replace them by file."""
+"""Versioned prompts: built-in ones ship as package data, users may replace them by file.
+
+Built-in OCR prompts (`prompts/<prompt_id>.txt`; leading and trailing whitespace is stripped):
+- `ocr_markdown_v1` / `ocr_html_v1`: "qwenvl markdown" / "qwenvl html" (Qwen3-VL's
+  document-parsing cookbook), the default preset's, by `--ocr-format`;
+- `olmocr2_v4_yaml_v1`: olmOCR 2's `build_no_anchoring_v4_yaml_prompt()` (allenai/olmocr
+  @ f7cfe4c, `olmocr/prompts/prompts.py`), byte for byte, "LateX" included;
+- `chandra1_ocr_layout_v1`: Chandra 1's `ocr_layout` prompt with bbox_scale 1024
+  (datalab-to/chandra @ a6928a2, `chandra/prompts.py`);
+- `chandra2_ocr_layout_v1`: Chandra 2's `ocr_layout` prompt. SECONDARY: the upstream file at
+  v0.2.0 was not reachable; this is the text two third-party copies of `chandra/prompts.py`
+  agree on byte for byte. Compare it with upstream before relying on it;
+- `nanonets_ocr2_v1`: the Nanonets-OCR2-3B model card's prompt (the same in allenai/olmocr
+  @ f7cfe4c, `olmocr/bench/runners/run_nanonetsocr_2.py`).
+See `schemas/presets.py` for how each model is asked.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from importlib import resources
 from pathlib import Path
 
 from vlbeam.schemas.config import Prompt
+from vlbeam.schemas.presets import DEFAULT_PRESET, ModelPreset
 
 DEFAULT_OCR_PROMPT_ID = "ocr_markdown_v1"
 # --ocr-format → the built-in prompt: the Qwen3-VL cookbook's document-parsing prompts
@@ -40,9 +57,21 @@ def prompt_from_file(path: str) -> Prompt:
     return Prompt(prompt_id=f"file:{Path(path).stem}:{digest}", text=text)
 
 
-def ocr_prompt(path: str | None, ocr_format: str = "markdown") -> Prompt:
-    """--ocr-prompt-file, else the built-in prompt of the answer format."""
-    return prompt_from_file(path) if path else builtin_prompt(OCR_PROMPT_IDS[ocr_format])
+def ocr_prompt(
+    path: str | None, ocr_format: str = "markdown", *, preset: ModelPreset | None = None
+) -> Prompt:
+    """--ocr-prompt-file, else the prompt of the model preset (an OCR fine-tune's own), else
+    the built-in prompt of the answer format (`--ocr-format`, vlbeam's default preset); in
+    the preset's message order either way."""
+    if path:
+        prompt = prompt_from_file(path)
+    elif preset is not None and preset.name != DEFAULT_PRESET:
+        prompt = builtin_prompt(preset.prompt_id)
+    else:
+        prompt = builtin_prompt(OCR_PROMPT_IDS[ocr_format])
+    if preset is not None and preset.prompt_first:
+        prompt = dataclasses.replace(prompt, prompt_first=True)
+    return prompt
 
 
 GROUNDING_QUERY_PROMPT_ID = "grounding_query_v1"

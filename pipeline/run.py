@@ -21,7 +21,12 @@ from vlbeam.pipeline.budget import (
     finish_budget,
     start_progress,
 )
-from vlbeam.pipeline.options import VlbeamOptions, job_config, refuse_unknown_flags
+from vlbeam.pipeline.options import (
+    VlbeamOptions,
+    apply_model_preset,
+    job_config,
+    refuse_unknown_flags,
+)
 from vlbeam.pipeline.outcome import Outcome, engine_stopped, judge
 from vlbeam.pipeline.process import Process, extraction_plan
 from vlbeam.pipeline.settings import Settings
@@ -31,7 +36,7 @@ from vlbeam.pipeline.write_tables import WriteTables, publish
 from vlbeam.schemas.errors import EngineUnavailable
 from vlbeam.schemas.ids import new_run_id
 from vlbeam.transforms.backends.engine import InferenceBackend
-from vlbeam.transforms.inference import close_idle_engines
+from vlbeam.transforms.engine_registry import close_idle_engines
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +55,11 @@ def run(
     model_handler: InferenceBackend | None = None,
 ) -> PipelineResult:
     """Run the job and publish its tables. `model_handler` replaces the backend (tests)."""
-    refuse_unknown_flags(sys.argv[1:] if argv is None else argv)  # a typo never runs
+    given = sys.argv[1:] if argv is None else argv
+    refuse_unknown_flags(given)  # a typo never runs
     options = PipelineOptions(argv)
     opts = options.view_as(VlbeamOptions)
+    apply_model_preset(opts, given)  # --model-preset: before anything reads the flags it sets
     if not (opts.input or opts.input_manifest) or not opts.output:
         raise SystemExit("vlbeam run: --input (or --input-manifest) and --output are required")
     standard = options.view_as(StandardOptions)

@@ -14,6 +14,7 @@ from vlbeam.pipeline.job_config import JobConfig
 from vlbeam.pipeline.options import (
     VlbeamOptions,
     api_config,
+    apply_model_preset,
     extract_config,
     job_config,
     layout_config,
@@ -75,7 +76,9 @@ class Settings:
         flags are allowed and ignored here: they belong to the pipeline's options)."""
         argv = list(argv)
         refuse_unknown_flags(argv)
-        return cls.from_options(PipelineOptions(argv).view_as(VlbeamOptions))
+        opts = PipelineOptions(argv).view_as(VlbeamOptions)
+        apply_model_preset(opts, argv)  # --model-preset: the flags it covers, unless given
+        return cls.from_options(opts)
 
     @classmethod
     def from_options(cls, opts: VlbeamOptions) -> Settings:

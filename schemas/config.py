@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from vlbeam.schemas.flags import flag, none_if_empty
+from vlbeam.schemas.presets import ANSWER_FORMATS
 
 PDF_RENDERERS = ("pypdfium2", "pdf2image")
 IMAGE_FORMATS = ("png", "webp", "jpeg")
@@ -47,6 +48,11 @@ class RenderConfig:
         "workers, wins over --pdf-password-env",
     )
     target_long_side: int = flag(1288, help="rendered page size: pixels on the longest side")
+    target_short_side: int | None = flag(
+        None,
+        help="rendered page size by the shortest side instead (pixels; replaces "
+        "--target-long-side; some OCR models are trained that way, see --model-preset)",
+    )
     max_pixels: int = flag(
         1288 * 1288 * 2,
         name="max_page_pixels",
@@ -94,6 +100,8 @@ class RenderConfig:
             raise ValueError(f"image format must be one of {IMAGE_FORMATS}")
         if not 64 <= self.target_long_side <= 16384:
             raise ValueError("target_long_side must be within 64..16384 px")
+        if self.target_short_side is not None and not 28 <= self.target_short_side <= 16384:
+            raise ValueError("target_short_side must be within 28..16384 px")
         if self.max_pixels < self.min_short_side * self.min_short_side:
             raise ValueError("max_pixels is too small")
         if self.workers < 0:
@@ -105,6 +113,7 @@ class RenderConfig:
         pw = "***" if self.password else None
         return (
             f"RenderConfig(renderer={self.renderer!r}, target_long_side={self.target_long_side}, "
+            f"target_short_side={self.target_short_side}, "
             f"max_pixels={self.max_pixels}, timeout_s={self.timeout_s}, "
             f"image_format={self.image_format!r}, password={pw}, "
             f"password_env={self.password_env!r}, passwords_file={self.passwords_file!r})"
@@ -171,8 +180,11 @@ TEXT_LAYER_POLICIES = ("ocr", "prefer", "compare")
 
 @dataclass(frozen=True)
 class PagePolicy:
-    """Where a page needs the model (`--text-layer-policy`; blank pages never do) and how
-    often a degenerate answer is tried again (`--retry-degenerate`)."""
+    """Where a page needs the model (`--text-layer-policy`; blank pages never do), how
+    often a degenerate answer is tried again (`--retry-degenerate`), and how the model's
+    answer is read (from `--model-preset`: `answer_format` one of
+    `schemas/presets.ANSWER_FORMATS`, `bbox_grid` the grid its boxes are written on,
+    `rotation_retry` olmOCR's re-send of a page it says is not upright)."""
 
     text_layer_policy: str = flag(
         "ocr",
@@ -186,6 +198,9 @@ class PagePolicy:
         help="retry a page whose answer is flagged (repetition, length, empty) up to N "
         "times at a rising temperature, keeping the best answer",
     )
+    answer_format: str = "markdown"
+    bbox_grid: float = 1000.0
+    rotation_retry: bool = False
 
     def __post_init__(self) -> None:
         if self.text_layer_policy not in TEXT_LAYER_POLICIES:
@@ -195,6 +210,10 @@ class PagePolicy:
             )
         if not 0 <= self.retry_degenerate <= 5:
             raise ValueError("--retry-degenerate must be within 0..5")
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}")
+        if self.rotation_retry and self.answer_format != "olmocr-yaml":
+            raise ValueError("the rotation retry reads olmOCR's front matter (olmocr-yaml)")
 
 
 OCR_FORMATS = ("markdown", "html")
@@ -239,6 +258,7 @@ class Prompt:
 
     prompt_id: str
     text: str
+    prompt_first: bool = False  # the text part before the image (olmOCR's order), not after
 
     def __post_init__(self) -> None:
         if not self.prompt_id or not self.text.strip():

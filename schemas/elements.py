@@ -236,6 +236,8 @@ class VLRequest:
     # --extract: the answer must be JSON valid against this JSON Schema (canonical JSON text);
     # backends that can constrain decoding to it do (vLLM/SGLang/API `response_format`)
     json_schema: str | None = None
+    prompt_first: bool = False  # the text before the image(s) (olmOCR's order), not after
+    rotation: int = 0  # degrees the page image was turned counter-clockwise (olmOCR retry)
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -264,7 +266,8 @@ class VLResult:
     request_id: str | None = None
     cost_usd: float | None = None
     text_source: str = "model"  # or "text_layer" / "blank": no model call was made
-    retries: int = 0  # --retry-degenerate: extra calls made for this answer
+    retries: int = 0  # extra calls made for this answer (--retry-degenerate, rotation)
+    rotation: int = 0  # degrees the page was turned counter-clockwise before this answer
 
     @property
     def ok(self) -> bool:

@@ -5,6 +5,19 @@ import pyarrow as pa
 from vlbeam.schemas.model_call import MODEL_CALL_FIELDS
 from vlbeam.schemas.table_meta import list_of, table_schema
 
+# olmOCR 2's front matter (olmocr/prompts/prompts.py::PageResponse), typed, plus `rotation`:
+# the degrees vlbeam turned the page (counter-clockwise) before the answer kept
+PAGE_META = pa.struct(
+    [
+        pa.field("primary_language", pa.string(), nullable=True),
+        pa.field("is_rotation_valid", pa.bool_(), nullable=False),
+        pa.field("rotation_correction", pa.int32(), nullable=False),
+        pa.field("is_table", pa.bool_(), nullable=False),
+        pa.field("is_diagram", pa.bool_(), nullable=False),
+        pa.field("rotation", pa.int32(), nullable=False),
+    ]
+)
+
 PAGES = table_schema(
     "pages",
     [
@@ -20,7 +33,10 @@ PAGES = table_schema(
             "quality_flags", list_of(pa.string()), nullable=False
         ),  # repetition, length, empty
         pa.field("text_layer_agreement", pa.float64(), nullable=True),  # 1 - CER (compare)
-        pa.field("retries", pa.int32(), nullable=False),  # --retry-degenerate calls made
+        pa.field("retries", pa.int32(), nullable=False),  # extra calls (retries, rotation)
+        # the page's metadata as its model answered it (--model-preset olmocr-2's front
+        # matter); null for models that give none, or when the answer could not be read
+        pa.field("page_meta", PAGE_META, nullable=True),
         pa.field("model", pa.string(), nullable=False),
         pa.field("backend", pa.string(), nullable=False),
         pa.field("prompt_id", pa.string(), nullable=False),

@@ -8,14 +8,15 @@ version 3 added `pages.text_source`, `quality_flags`, `text_layer_agreement`, `r
 `document_text`, and `video_windows.grounding_pass`, `candidate_queries`, `coarse_windows` and
 `video_events.coarse_window_indexes` (all nullable: older files read as nulls); version 5
 added `meta` (the caller's carried keys, `schemas/meta.py`) to every table, and the
-`extractions` table.
+`extractions` table; version 6 added `pages.page_meta` (--model-preset olmocr-2's front
+matter; nullable).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 VERSION_KEY = "vlbeam.schema_version"
 TABLE_KEY = "vlbeam.table"
 

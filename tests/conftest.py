@@ -43,10 +43,24 @@ def corpus() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
+def vlbeam_cache(tmp_path_factory) -> Path:
+    """One cache folder per session for the tiny checkpoints (VLBEAM_CACHE)."""
+    cache = tmp_path_factory.mktemp("vlbeam-cache")
+    os.environ["VLBEAM_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_model(vlbeam_cache) -> Path:
     """Build the tiny random checkpoint once per session; `--model tiny-random` resolves to it."""
     from vlbeam.transforms.backends.tiny_model import ensure_tiny_model
 
-    cache = tmp_path_factory.mktemp("vlbeam-cache")
-    os.environ["VLBEAM_CACHE"] = str(cache)
     return ensure_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25_model(vlbeam_cache) -> Path:
+    """The tiny random Qwen2.5-VL checkpoint, once per session (`tiny-random-qwen2.5-vl`)."""
+    from vlbeam.transforms.backends.tiny_model import TINY_RANDOM_QWEN25, ensure_tiny_model
+
+    return ensure_tiny_model(TINY_RANDOM_QWEN25)

@@ -3,7 +3,7 @@ page, after OCR, through the same engine as OCR.
 
 Text assembly groups the small `pages` rows by document (never pixels) into `ExtractUnit`s.
 The extraction stage acquires the OCR stage's engine from the per-process registry
-(`transforms.inference.acquire_engine` with the OCR stage's key), so a local model loads once
+(`transforms.engine_registry.acquire_engine` with the OCR stage's key), so a local model loads once
 and a managed server or API connection pool is shared, under the same concurrency limits.
 
 Per unit: the prompt (instruction + schema + text) is sent with the schema on the request
@@ -47,8 +47,8 @@ from vlbeam.transforms.answers.extraction import (
 )
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.document_pages import PageRenderer
+from vlbeam.transforms.engine_registry import acquire_engine, release_engine
 from vlbeam.transforms.helper_pool import UnitFeed
-from vlbeam.transforms.inference import acquire_engine, release_engine
 from vlbeam.transforms.model_call import count_usage, model_call_columns
 
 logger = logging.getLogger(__name__)

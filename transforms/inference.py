@@ -8,10 +8,8 @@ bounded by the engine's `capacity`, and the helpers run ahead of that by at most
 `PREFETCH_PER_HELPER` items each (a bounded prefetch that overlaps rendering with inference),
 so memory stays flat however long the input. One engine and one helper pool per worker
 process, whatever the number of DoFn instances or threads: the model, the connection pool or
-the managed server loads once. The registry (`acquire_engine`) creates and closes under one
-lock, keeps an engine `IDLE_GRACE_S` after its last user left (Beam tears down idle bundle
-processors after 60 s), and closes it at exit. What is in flight is bounded per engine, in
-requests and in encoded bytes (`InFlightBound`, `--max-inflight-mb`). A wait for results
+the managed server loads once (`engine_registry`). What is in flight is bounded per engine,
+in requests and in encoded bytes (`InFlightBound`, `--max-inflight-mb`). A wait for results
 never blocks forever: no result for the engine's `stall_timeout_s` opens its breaker.
 `RunAborted` (not an Exception, so Beam won't tear the bundle down) tears down what the
 bundle started before it propagates.
@@ -23,14 +21,12 @@ each page image when its answer arrives (`transforms/figures.py`).
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import dataclasses
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -49,13 +45,16 @@ from vlbeam.schemas.elements import (
     WindowFrames,
 )
 from vlbeam.schemas.errors import EngineUnavailable, RunAborted
+from vlbeam.transforms.answers.preset_answers import needs_rotation
 from vlbeam.transforms.answers.retry import Answer, better_answer, retry_temperature
 from vlbeam.transforms.backends.engine import Engine, InferenceBackend, InFlightBound
 from vlbeam.transforms.dead_letter import FAILURES_TAG, NAMESPACE, dead_letter
 from vlbeam.transforms.document_pages import PageRenderer
+from vlbeam.transforms.engine_registry import acquire_engine, release_engine
 from vlbeam.transforms.figures import FIGURES_TAG, FigureCropper
 from vlbeam.transforms.grounding import window_request
 from vlbeam.transforms.helper_pool import HelperPool, UnitFeed, resolve_workers
+from vlbeam.transforms.media.rotate import rotate_page_image
 from vlbeam.transforms.media.text_layer import clean_text_layer, decide_page
 from vlbeam.transforms.media.work_units import VideoConfig
 from vlbeam.transforms.ocr import DEFAULT_POLICY, page_request
@@ -66,106 +65,20 @@ logger = logging.getLogger(__name__)
 
 WAIT_POLL_S = 10.0  # how often a wait for results looks at the engine (abort, stall)
 
-# How long an engine nobody uses stays up: longer than Beam's teardown of bundle processors
-# idle for 60 s, so a pause between bundles doesn't reload a model or cold-start a server
-# (minutes) mid-job. The end of an in-process run (`close_idle_engines`) and the process's
-# exit (atexit) close it sooner.
-IDLE_GRACE_S = 600.0
-
-
-@dataclass(eq=False)
-class _Held:
-    engine: object
-    users: int = 0
-    timer: threading.Timer | None = None
-
-
-_ENGINES: dict[str, _Held] = {}  # this process's engines (and helper pools) by key
-# Held while an engine is created or closed: an acquire during a close waits for it and gets a
-# fresh engine, never the one being stopped, and two copies (two models, two servers on one
-# GPU) never run at once.
-_ENGINES_LOCK = threading.RLock()
-
-
-def acquire_engine(key: str, create: Callable[[], Engine]) -> tuple[Engine, bool]:
-    """This process's engine for `key`, created on first use: (engine, created here).
-
-    Like Beam's `Shared`, plus a count of users: when the last one leaves, the engine is
-    closed after `IDLE_GRACE_S` unless someone takes it again meanwhile."""
-    with _ENGINES_LOCK:
-        held = _ENGINES.get(key)
-        created = held is None
-        if held is None:
-            held = _ENGINES[key] = _Held(create())
-        elif held.timer is not None:
-            held.timer.cancel()
-            held.timer = None
-        held.users += 1
-        return held.engine, created
-
-
-def release_engine(key: str, grace_s: float | None = None) -> None:
-    """One user fewer; with none left, close the engine after `grace_s` (default
-    `IDLE_GRACE_S`; 0: now). The close runs under the registry's lock."""
-    grace = IDLE_GRACE_S if grace_s is None else grace_s
-    with _ENGINES_LOCK:
-        held = _ENGINES.get(key)
-        if held is None:
-            return
-        held.users -= 1
-        if held.users > 0:
-            return
-        if grace <= 0:
-            _close(key, held)
-            return
-        held.timer = threading.Timer(grace, _close_if_idle, args=(key, held))
-        held.timer.daemon = True
-        held.timer.start()
-
-
-def _close_if_idle(key: str, held: _Held) -> None:
-    with _ENGINES_LOCK:
-        if _ENGINES.get(key) is held and held.users == 0:
-            _close(key, held)
-
-
-def _close(key: str, held: _Held) -> None:
-    """Under the lock: forget and close one engine (its errors logged, never raised)."""
-    del _ENGINES[key]
-    if held.timer is not None:
-        held.timer.cancel()
-    try:
-        held.engine.close()
-    except Exception:
-        logger.exception("closing engine %s failed", key)
-
-
-def close_idle_engines() -> None:
-    """Close every engine nobody uses now (the end of an in-process run; at exit, all)."""
-    with _ENGINES_LOCK:
-        for key, held in list(_ENGINES.items()):
-            if held.users == 0:
-                _close(key, held)
-
-
-def _close_all_engines() -> None:
-    with _ENGINES_LOCK:
-        for key, held in list(_ENGINES.items()):
-            _close(key, held)
-
-
-atexit.register(_close_all_engines)
-
 
 @dataclass(frozen=True)
 class _Pending:
-    """A request in flight: its key, the request (for a retry), which attempt it is, and the
-    best answer so far (with --retry-degenerate)."""
+    """A request in flight: its key, the request (for a retry), which attempt it is, the
+    best answer so far (with --retry-degenerate), and for olmOCR's rotation retry whether the
+    page was re-sent turned (`rotated`) and the first answer (`fallback`, kept if the
+    re-sent request fails)."""
 
     key: object
     request: VLRequest
     attempt: int = 0
     best: tuple[Answer, VLResult] | None = None
+    rotated: bool = False
+    fallback: VLResult | None = None
 
 
 def page_without_model(page: PageImage, policy: PagePolicy) -> VLResult | None:
@@ -199,8 +112,26 @@ def keep_or_retry(
     if best[0].flags and entry.attempt < retries:
         attempt = entry.attempt + 1
         request = dataclasses.replace(entry.request, temperature=retry_temperature(attempt))
-        return None, _Pending(entry.key, request, attempt, best)
+        return None, _Pending(entry.key, request, attempt, best, rotated=entry.rotated)
     return dataclasses.replace(best[1], retries=entry.attempt), None
+
+
+def rotation_retry(entry: _Pending, result: VLResult, policy: PagePolicy) -> _Pending | None:
+    """olmOCR 2's rotation retry (`--model-preset olmocr-2`): an answer saying the page is not
+    upright (`is_rotation_valid: false`) sends the page again turned counter-clockwise by its
+    `rotation_correction` (PIL `transpose(ROTATE_<n>)`, as olmOCR's
+    `pipeline.py::build_page_query` does), once; that answer is kept whatever it says (olmOCR
+    v0.4.0 accepts its last attempt the same way). The page is turned here, in the stage that
+    rendered it: its encoded image is still held by the request, no pixels cross a shuffle.
+    The request keeps its temperature (olmOCR's attempt 1 uses 0.1, as attempt 0)."""
+    if not policy.rotation_retry or entry.rotated or not isinstance(entry.key, PageRef):
+        return None
+    rotation = needs_rotation(policy.answer_format, result.text)
+    if rotation is None:
+        return None
+    turned = rotate_page_image(entry.request.images[0], rotation)
+    request = dataclasses.replace(entry.request, images=(turned,), rotation=rotation)
+    return _Pending(entry.key, request, entry.attempt + 1, rotated=True, fallback=result)
 
 
 class _InferUnits(beam.DoFn):
@@ -414,7 +345,16 @@ class _InferUnits(beam.DoFn):
             if result.error_type == EngineUnavailable.__name__:  # the breaker is open
                 Metrics.counter(NAMESPACE, "engine_unavailable").inc()
             self._count_call(entry.request, result)
-            if not result.ok and entry.best is not None:
+            if result.ok and entry.request.rotation:
+                result = dataclasses.replace(result, rotation=entry.request.rotation)
+            turn = rotation_retry(entry, result, self._policy) if result.ok else None
+            if turn is not None:
+                Metrics.counter(NAMESPACE, "model_retries.rotation").inc()
+                self._submit(turn)
+                continue
+            if not result.ok and entry.fallback is not None:  # the turned page failed
+                result = dataclasses.replace(entry.fallback, retries=entry.attempt)
+            elif not result.ok and entry.best is not None:
                 result = dataclasses.replace(entry.best[1], retries=entry.attempt)
             elif result.ok and self._policy.retry_degenerate and isinstance(entry.key, PageRef):
                 result, retry = keep_or_retry(entry, result, self._policy.retry_degenerate)
@@ -426,6 +366,8 @@ class _InferUnits(beam.DoFn):
                     continue
             self._ended(page=isinstance(entry.key, PageRef), failed=not result.ok)
             if result.ok:
+                if entry.attempt > result.retries:  # e.g. a page re-sent turned
+                    result = dataclasses.replace(result, retries=entry.attempt)
                 if self._figures is not None and isinstance(entry.key, PageRef):
                     for row in self._figures.rows(entry.key, result, entry.request.images[0]):
                         yield beam.pvalue.TaggedOutput(FIGURES_TAG, row)

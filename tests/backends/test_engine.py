@@ -219,7 +219,7 @@ def test_one_engine_per_process_shared_by_every_thread_and_closed_by_the_last():
     """The one registry of engines (a managed server's engine owns its servers): eight DoFn
         instances setting up at once get one engine, created once; the last to leave closes it
     (with no grace period)."""
-    from vlbeam.transforms.inference import acquire_engine, release_engine
+    from vlbeam.transforms.engine_registry import acquire_engine, release_engine
 
     class Closing:
         closed = False

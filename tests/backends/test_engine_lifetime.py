@@ -16,7 +16,7 @@ import pytest
 from tests.backends.test_engine import Recorder, ok, png, request
 from vlbeam.schemas.elements import VLRequest, VLResult
 from vlbeam.transforms.backends.engine import BatchingEngine, InFlightBound, is_fatal_device_error
-from vlbeam.transforms.inference import acquire_engine, close_idle_engines, release_engine
+from vlbeam.transforms.engine_registry import acquire_engine, close_idle_engines, release_engine
 
 
 class SlowClosing:

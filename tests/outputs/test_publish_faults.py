@@ -55,7 +55,7 @@ def _value(field: pa.Field, run_id: str, i: int):
     if pa.types.is_binary(kind):
         return f"{run_id}-{i}".encode()
     if pa.types.is_struct(kind):
-        return {child.name: float(i) for child in kind}
+        return {child.name: _value(child, run_id, i) for child in kind}
     raise AssertionError(f"no test value for {field}")
 
 

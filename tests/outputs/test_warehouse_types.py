@@ -40,7 +40,10 @@ DUCKDB_TYPES = {
         "doc_id": "VARCHAR", "source_uri": "VARCHAR", "page_number": "INTEGER",
         "width_px": "INTEGER", "height_px": "INTEGER", "text": "VARCHAR",
         "text_layer": "VARCHAR", "text_source": "VARCHAR", "quality_flags": "VARCHAR[]",
-        "text_layer_agreement": "DOUBLE", "retries": "INTEGER", "model": "VARCHAR",
+        "text_layer_agreement": "DOUBLE", "retries": "INTEGER",
+        "page_meta": "STRUCT(primary_language VARCHAR, is_rotation_valid BOOLEAN, "
+        "rotation_correction INTEGER, is_table BOOLEAN, is_diagram BOOLEAN, rotation INTEGER)",
+        "model": "VARCHAR",
         "backend": "VARCHAR",
         "prompt_id": "VARCHAR", "input_tokens": "INTEGER", "output_tokens": "INTEGER",
         "finish_reason": "VARCHAR", "latency_s": "DOUBLE", "provider": "VARCHAR",

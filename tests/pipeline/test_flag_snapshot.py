@@ -244,7 +244,8 @@ def test_the_help_text_says_what_it_said():
     before = json.loads(FIXTURE.read_text())["help"]
     now = snapshot()["help"]
     old_entries, new_entries = _help_entries(before), _help_entries(now)
-    assert len(old_entries) == 93  # -h and 92 flags (--max-failed-fraction added with #20)
+    # -h and 94 flags (--max-failed-fraction #20; --model-preset, --target-short-side #25)
+    assert len(old_entries) == 95
     assert sorted(new_entries) == sorted(old_entries)
     for title in ("job:", "model:", "documents:", "video:", "HTTP API backend (--backend openai):",
                   "budget and progress:"):  # fmt: skip

@@ -15,7 +15,9 @@ import numpy as np
 FLAG_REPETITION = "repetition"
 FLAG_LENGTH = "length"
 FLAG_EMPTY = "empty"
-QUALITY_FLAGS = (FLAG_REPETITION, FLAG_LENGTH, FLAG_EMPTY)  # the order flags are listed in
+# the answer is not in its model's format (--model-preset): the raw answer is kept as the text
+FLAG_UNPARSED = "unparsed"
+QUALITY_FLAGS = (FLAG_REPETITION, FLAG_LENGTH, FLAG_EMPTY, FLAG_UNPARSED)  # the order listed
 
 # ---------------------------------------------------------------------------------------------
 # Degenerate answers

@@ -1,7 +1,7 @@
 """`--backend vllm|sglang`: an inference server that the worker starts and manages.
 
 `create_engine` (once per worker process: the engine is shared through
-`transforms.inference.acquire_engine`, and owns its servers) starts one server per GPU group
+`transforms.engine_registry.acquire_engine`, and owns its servers) starts one server per GPU group
 (data parallel; one spanning `--tensor-parallel-size` GPUs each) and returns an engine that
 sends each request as a chat completion (images as data URIs, video frames with their true
 `<t seconds>` times) to the server with the fewest requests outstanding. A server that dies (or

@@ -15,7 +15,7 @@ check.
   killed outright.
 - `start_servers(specs)`: several servers (one per GPU group) loading at once, ready when
   returned. Who owns them: the engine that talks to them (`managed_handler`), itself one per
-  worker process (`transforms.inference.acquire_engine`, the one registry); this module only
+  worker process (`transforms.engine_registry.acquire_engine`, the one registry); this module only
   keeps the set of servers whose process runs, to stop them at exit.
 
 Over 500 lines because it is one class's life cycle (one lock serialises start, readiness,

@@ -331,11 +331,15 @@ def chat_content(request: VLRequest, native_video: bool = False) -> list[dict]:
             {"type": "text", "text": request.prompt},
         ]
     parts: list[dict] = []
+    prompt = {"type": "text", "text": request.prompt}
+    if request.prompt_first:  # olmOCR's order: the text part, then the image part
+        parts.append(prompt)
     for i, image in enumerate(request.images):
         if request.frame_times_s is not None:
             parts.append({"type": "text", "text": timestamp_text(request.frame_times_s[i])})
         parts.append({"type": "image_url", "image_url": {"url": data_uri(image)}})
-    parts.append({"type": "text", "text": request.prompt})
+    if not request.prompt_first:
+        parts.append(prompt)
     return parts
 
 
@@ -346,7 +350,11 @@ def raw_prompt(request: VLRequest) -> str:
         if request.frame_times_s is not None:
             pieces.append(timestamp_text(request.frame_times_s[i]))
         pieces.append(VISION_PLACEHOLDER)
-    user = "".join(pieces) + request.prompt
+    user = (
+        request.prompt + "".join(pieces)
+        if request.prompt_first
+        else "".join(pieces) + request.prompt
+    )
     return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 

@@ -1,5 +1,10 @@
-"""Qwen3-VL on local `transformers` (GPU in bf16, CPU works): loading, batched generation with
-exact video timestamps, and the backend that feeds it through a `BatchingEngine`."""
+"""Qwen-VL models on local `transformers` (GPU in bf16, CPU works): loading, batched generation
+with exact video timestamps, and the backend that feeds it through a `BatchingEngine`.
+
+The model is loaded with transformers' Auto classes (`AutoModelForImageTextToText`,
+`AutoProcessor`), which pick the class from the checkpoint's `config.json`: Qwen3-VL (vlbeam's
+default), Qwen2.5-VL (olmOCR 2, Nanonets-OCR2), Qwen3.5 (Chandra 2), one code path. Video
+timestamps are Qwen3-VL's convention (`video_metadata`); the OCR presets send pages only."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from vlbeam.schemas.config import ModelConfig
 from vlbeam.schemas.elements import VLRequest, VLResult
 from vlbeam.schemas.errors import ModelNotFound
 from vlbeam.transforms.backends.engine import BatchingEngine
+from vlbeam.transforms.backends.tiny_model import FAMILIES as TINY_MODELS
 from vlbeam.transforms.backends.tiny_model import TINY_RANDOM, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -60,7 +66,7 @@ def check_model_available(model: str) -> None:
     A local folder must hold a `config.json`; a hub id must be in the local cache
     unless the hub is reachable (HF_HUB_OFFLINE=1 means it isn't).
     """
-    if model == TINY_RANDOM:
+    if model in TINY_MODELS:
         return
     if os.path.isdir(model) or model.startswith((".", "/", "~")):
         if not os.path.isfile(os.path.join(os.path.expanduser(model), "config.json")):
@@ -91,9 +97,10 @@ def _not_found_message(model: str, why: str) -> str:
 
 
 def load_qwen(cfg: ModelConfig) -> LoadedQwen:
-    """Load `Qwen3VLForConditionalGeneration` + `AutoProcessor` from a folder or hub id."""
+    """Load `AutoModelForImageTextToText` + `AutoProcessor` from a folder or hub id (the
+    checkpoint's config names its class: Qwen3-VL, Qwen2.5-VL, ...)."""
     import torch
-    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     path = resolve_model_path(cfg.model)
     device = cfg.device
@@ -111,7 +118,7 @@ def load_qwen(cfg: ModelConfig) -> LoadedQwen:
     started = time.monotonic()
     try:
         processor = AutoProcessor.from_pretrained(path)
-        model = Qwen3VLForConditionalGeneration.from_pretrained(path, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise ModelNotFound(_not_found_message(cfg.model, str(exc).splitlines()[0])) from None
     model.to(device).eval()
@@ -136,7 +143,8 @@ def build_messages(request: VLRequest, images: list) -> list[dict]:
         content = [{"type": "video"}]
     else:
         content = [{"type": "image", "image": image} for image in images]
-    content.append({"type": "text", "text": request.prompt})
+    text = {"type": "text", "text": request.prompt}
+    content = [text, *content] if request.prompt_first else [*content, text]
     return [{"role": "user", "content": content}]
 
 

