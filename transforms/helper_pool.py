@@ -79,6 +79,7 @@ class HelperPool:
     def __init__(self, workers: int, max_memory_mb: int) -> None:
         self.workers = workers
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._closing = threading.Event()
         # the cores this process may use, shared out: one helper per core decodes video on
         # one thread (cheapest per frame), a lone helper on every core uses them all
         threads = max(1, resolve_workers(0) // workers)
@@ -100,17 +101,33 @@ class HelperPool:
     def _serve(self, helper: HelperProcess) -> None:
         while True:
             job = self._jobs.get()
-            if job is None:
+            if job is None or self._closing.is_set():
                 return
             unit, work, feed = job
             try:
                 for item in work(helper, unit):
-                    feed.put(item)
+                    if not self._put(feed, item):
+                        break  # closing: the rest of the unit is dropped (close kills helpers)
+                else:
+                    self._put(feed, _Finished(unit))
             except BaseException as exc:
-                feed.put(_Raised(exc))
-            feed.put(_Finished(unit))
+                if self._put(feed, _Raised(exc)):
+                    self._put(feed, _Finished(unit))
+
+    def _put(self, feed: queue.Queue, item: object) -> bool:
+        """Put `item` on a bounded feed; False (dropped) once the pool is closing, so a
+        thread never waits on a feed nobody reads (e.g. after RunAborted) and close() is
+        not held up by it."""
+        while True:
+            try:
+                feed.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                if self._closing.is_set():
+                    return False
 
     def close(self) -> None:
+        self._closing.set()
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
