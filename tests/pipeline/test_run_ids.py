@@ -59,7 +59,8 @@ def test_refused_ids_say_why(run_id: str) -> None:
         check_run_id(run_id)
 
 
-@pytest.mark.parametrize("run_id", ACCEPTED)
+# ids by position: new_run_id() differs per collection (pytest-xdist workers must agree)
+@pytest.mark.parametrize("run_id", ACCEPTED, ids=[f"accepted{i}" for i in range(len(ACCEPTED))])
 def test_accepted_ids(run_id: str) -> None:
     assert run_id_problem(run_id) is None
     assert check_run_id(run_id) == run_id

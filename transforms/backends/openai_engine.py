@@ -366,29 +366,33 @@ class ApiEngine:
                 self._refuse()
             # a suspect (in flight at a crash) goes alone: a second crash is its own
             slot = self._slots.exclusive() if crashes else self._slots.shared()
-            try:
-                async with slot:
-                    self._refuse()
-                    await self._limiter.wait()
-                    # sent only to a server that is up: a request sent while another one's
-                    # crash is being dealt with was not in flight at that crash
-                    restarts = await self._server_up()
+            crashed = False
+            async with slot:
+                self._refuse()
+                await self._limiter.wait()
+                # sent only to a server that is up: a request sent while another one's
+                # crash is being dealt with was not in flight at that crash
+                restarts = await self._server_up()
+                try:
                     return await self._attempt(body, stream)
-            except _Retry as exc:
-                last = exc
-                logger.debug("attempt %d failed: %s", attempt, exc)
-                crashed = (exc.connection or exc.timed_out) and await self._server_crashed(
-                    restarts, hung=exc.timed_out
-                )
-                if crashed:
-                    crashes += 1
-                    if crashes >= CRASHES_TO_FAIL:
-                        raise ServerCrash(
-                            f"the {self._server.label} server died {crashes} times while this "
-                            "request was in flight (the last time with nothing else in "
-                            "flight); it was not sent again"
-                        ) from None
-                    attempt -= 1  # the server died under this request: it doesn't count
+                except _Retry as exc:
+                    last = exc
+                    logger.debug("attempt %d failed: %s", attempt, exc)
+                    # recovered while the slot is held: a suspect waiting for the exclusive
+                    # slot is never sent to the server this request just brought down (it
+                    # would be in flight at that crash's restart and counted a second time)
+                    crashed = bool(exc.connection or exc.timed_out) and await self._server_crashed(
+                        restarts, hung=exc.timed_out
+                    )
+            if crashed:
+                crashes += 1
+                if crashes >= CRASHES_TO_FAIL:
+                    raise ServerCrash(
+                        f"the {self._server.label} server died {crashes} times while this "
+                        "request was in flight (the last time with nothing else in "
+                        "flight); it was not sent again"
+                    ) from None
+                attempt -= 1  # the server died under this request: it doesn't count
         assert last is not None
         raise ApiError(
             f"gave up after {self.cfg.max_attempts} attempts: {last}", status=last.status
