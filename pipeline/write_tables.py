@@ -12,9 +12,9 @@ import apache_beam as beam
 from apache_beam.pvalue import PCollection
 
 from vlbeam.outputs import publish as _publish
-from vlbeam.outputs.layout import join, latest_staged_attempt, new_attempt_id, staging_dir
+from vlbeam.outputs.layout import latest_staged_attempt, new_attempt_id, staging_dir
 from vlbeam.transforms.rows import row_type
-from vlbeam.transforms.write import WriteTable
+from vlbeam.transforms.write import WriteTableFiles
 
 
 class WriteTables(beam.PTransform):
@@ -22,7 +22,7 @@ class WriteTables(beam.PTransform):
     `run_id` (use the `Process`'s: `process.run_id`) under `output`, in the folder of one
     attempt (`attempt`, default: a new one; `.attempt` says which). Call
     `publish(output, run_id, attempt=write_tables.attempt)` after the pipeline succeeded to
-    make them visible."""
+    make them visible. Outputs (table, [staged file paths]) for each table that got rows."""
 
     def __init__(self, output: str, run_id: str, *, attempt: str | None = None) -> None:
         super().__init__()
@@ -39,14 +39,22 @@ class WriteTables(beam.PTransform):
         unknown = set(tables) - set(TABLES)
         if unknown:
             raise ValueError(f"unknown tables {sorted(unknown)}; tables are {list(TABLES)}")
+        if not tables:
+            raise ValueError("WriteTables needs at least one table")
         staged = staging_dir(self._output, run_id, self.attempt)
-        written = {}
+        tagged = []
         for table, rows in tables.items():
             if rows.element_type is row_type(table):  # Process(as_rows=True): back to dicts
-                rows = rows | f"{table}AsDicts" >> beam.Map(lambda row: row._asdict())
-            folder = join(staged, table)
-            written[table] = rows | f"Write_{table}" >> WriteTable(folder, TABLES[table])
-        return written
+                tagged.append(
+                    rows | f"Tag_{table}" >> beam.Map(lambda row, t=table: (t, row._asdict()))
+                )
+            else:
+                tagged.append(rows | f"Tag_{table}" >> beam.Map(lambda row, t=table: (t, row)))
+        return (
+            tagged
+            | "AllTables" >> beam.Flatten()
+            | "Write" >> WriteTableFiles(staged, {t: TABLES[t] for t in tables})
+        )
 
 
 def publish(

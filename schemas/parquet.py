@@ -3,7 +3,7 @@
 - Compression: zstd at pyarrow's default level (1), on every column chunk. On a 10,000-row
   `pages` table of real-text pages it was 2.1x smaller than uncompressed and 1.4x smaller than
   snappy, at snappy's write cost and faster pyarrow reads (`bench/bench_parquet.py`, README).
-- Row groups: a run writes groups of up to 4 MiB of Arrow data (Beam's buffer, held in the
+- Row groups: a run writes groups of up to 4 MiB of Arrow data (the sink's buffer, held in the
   worker's memory until flushed: a 5,000-page job's worker grew by ~55 MiB with 64 MiB or
   16 MiB, by ~3 MiB with 4 MiB, `bench/bench_inference_flow.py`); `vlbeam compact` rewrites
   runs into 64 MiB groups, large enough for engines to skip by statistics without per-group
@@ -11,14 +11,14 @@
 - Lists in the Parquet spec's 3-level form (element named `element`), required elements.
 - The schema's metadata (`vlbeam.schema_version`, `vlbeam.table`) in each file's footer.
 
-Beam's sink (`transforms/write.py`) and the files vlbeam writes itself (`outputs/`) both
-read these settings from here.
+The run's sink (`transforms/write.py`) and the files vlbeam writes after a run (`outputs/`)
+all read these settings from here.
 """
 
 from __future__ import annotations
 
 CODEC = "zstd"
-CODEC_LEVEL = 1  # pyarrow's default for zstd; Beam's sink can't pass another level
+CODEC_LEVEL = 1  # pyarrow's default for zstd
 ROW_GROUP_BYTES = 64 * 1024 * 1024  # compacted files
 RUN_ROW_GROUP_BYTES = 4 * 1024 * 1024  # what a run's workers buffer before a flush
 RECORD_BATCH_ROWS = 1000
@@ -26,7 +26,7 @@ RECORD_BATCH_ROWS = 1000
 
 def writer_options() -> dict:
     """`pyarrow.parquet.ParquetWriter` keyword arguments for every file vlbeam writes itself
-    (empty tables, compaction), matching what `WriteTable` gets from Beam."""
+    (the run's sink, empty tables, compaction)."""
     return {
         "compression": CODEC,
         "compression_level": CODEC_LEVEL,
