@@ -196,6 +196,12 @@ class _Extract(beam.DoFn):
 
     def setup(self) -> None:
         self._key = self._stage.engine_key
+
+    def _acquire(self) -> None:
+        """The shared engine (and helpers), on this instance's first unit: a run with nothing
+        to extract never loads the model or starts a server for it."""
+        if self._engine is not None:
+            return
         self._engine, _ = acquire_engine(self._key, self._stage.create_engine)
         if self._cfg.source == "images":  # the OCR stage's helper processes render again
             self._pool, _ = acquire_engine(self._key + "/helpers", self._stage.create_pool)
@@ -259,6 +265,7 @@ class _Extract(beam.DoFn):
         return value, raw, errors, attempts
 
     def process(self, unit: ExtractUnit):
+        self._acquire()
         usage = _Usage()
         self._current_images: tuple[bytes, ...] = ()
         chunks: list[str | None] = [None]  # images: the pages are the document

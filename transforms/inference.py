@@ -172,11 +172,17 @@ class _InferUnits(beam.DoFn):
         self._units_failed = Metrics.counter(NAMESPACE, "units_failed")
         self._tokens = Metrics.counter(NAMESPACE, "tokens")
         self._spend = Metrics.counter(NAMESPACE, "spend_nano_usd")
+        self._pending = {}
 
+    def _acquire(self) -> None:
+        """The process's engine and helper pool, on this instance's first unit: a run (or a
+        worker) that gets no units, e.g. a `--skip-existing` rerun with nothing new, never
+        loads the model, starts a server or spawns helpers."""
+        if self._engine is not None:
+            return
         self._engine, self._loaded_here = acquire_engine(self._key, self.create_engine)
         self._pool, _ = acquire_engine(self._key + "/helpers", self.create_pool)
         self._feed = UnitFeed(self._pool, self._make)
-        self._pending = {}
 
     @property
     def engine_key(self) -> str:
@@ -247,6 +253,7 @@ class _InferUnits(beam.DoFn):
             raise
 
     def _process(self, unit):
+        self._acquire()
         if self._loaded_here:  # counted here: metrics from setup() are not reported
             Metrics.counter(NAMESPACE, "model_loads").inc()
             self._loaded_here = False
@@ -291,6 +298,8 @@ class _InferUnits(beam.DoFn):
             raise
 
     def _finish_bundle(self):
+        if self._engine is None:  # no unit yet: nothing loaded, nothing to finish
+            return
         for made in self._feed.drain():  # the units still being rendered or decoded
             yield from _windowed(self._infer(made))
         self._engine.flush()

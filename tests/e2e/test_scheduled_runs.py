@@ -236,13 +236,19 @@ def test_the_same_run_id_published_again_with_fewer_shards_leaves_no_stale_shard
     out = tmp_path / "out"
     flags = ("--output-mode=append", "--target-long-side=256")
     run_job([f"{src}/*.pdf"], out, *flags, "--run-id=n1", handler=fake_handler())
+    record_path = out / "_runs" / "n1.json"
+    record = json.loads(record_path.read_text())
     for table in ("pages", "documents"):  # as a first publish from two bundles leaves it
         [single] = (out / table / "run=n1").glob("*.parquet")
         rows = pq.read_table(single)
         assert rows.num_rows == 2
         single.unlink()
-        for i in range(2):
-            pq.write_table(rows.slice(i, 1), single.with_name(f"part-0000{i}-of-00002.parquet"))
+        attempt = single.name.split("--")[0]
+        names = [f"{attempt}--part-0000{i}-of-00002.parquet" for i in range(2)]
+        for i, name in enumerate(names):
+            pq.write_table(rows.slice(i, 1), single.with_name(name))
+        record["commit"]["files"][table] = names  # and its commit lists both
+    record_path.write_text(json.dumps(record))
 
     def seen(table: str) -> list[tuple[str, str]]:
         return sorted((r["run_id"], Path(r["source_uri"]).name) for r in read_table(out, table))
