@@ -359,7 +359,7 @@ MUTATIONS: tuple[Mutation, ...] = (
 
 def run_tests(tests: tuple[str, ...], timeout_s: int) -> tuple[int | None, list[str]]:
     env = {**os.environ, "CI": "true"}
-    argv = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    argv = [sys.executable, "-m", "pytest", "-n", "0", "-x", "-q", "-p", "no:cacheprovider", *tests]
     try:
         proc = subprocess.run(
             argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s

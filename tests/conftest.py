@@ -44,8 +44,13 @@ def corpus() -> Path:
 
 @pytest.fixture(scope="session")
 def vlbeam_cache(tmp_path_factory) -> Path:
-    """One cache folder per session for the tiny checkpoints (VLBEAM_CACHE)."""
-    cache = tmp_path_factory.mktemp("vlbeam-cache")
+    """One cache folder per test run for the tiny checkpoints (VLBEAM_CACHE), shared by the
+    run's pytest-xdist workers (each builds under a lock, so a checkpoint is built once)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above the workers' own (xdist's recipe)
+    cache = base / "vlbeam-cache"
+    cache.mkdir(exist_ok=True)
     os.environ["VLBEAM_CACHE"] = str(cache)
     return cache
 
@@ -59,8 +64,23 @@ def tiny_model(vlbeam_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sharp_model(tiny_model, vlbeam_cache) -> Path:
+    """The tiny checkpoint with redrawn weights (tests/sharp_model.py), once per test run."""
+    from tests.sharp_model import ensure_sharp_checkpoint
+
+    return ensure_sharp_checkpoint(tiny_model, vlbeam_cache / "sharp-tiny-qwen3-vl")
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen25_model(vlbeam_cache) -> Path:
     """The tiny random Qwen2.5-VL checkpoint, once per session (`tiny-random-qwen2.5-vl`)."""
     from vlbeam.transforms.backends.tiny_model import TINY_RANDOM_QWEN25, ensure_tiny_model
 
     return ensure_tiny_model(TINY_RANDOM_QWEN25)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Slow tests (`@pytest.mark.slow`) first, the rest in their usual order: run on several
+    workers (`-n`, pytest-xdist's default in pyproject.toml), the long ones start at once on
+    every worker instead of one of them ending the suite alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

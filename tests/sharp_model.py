@@ -7,6 +7,7 @@ the prompt (different pages, prompts or paddings give different tokens)."""
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from pathlib import Path
 
@@ -34,4 +35,22 @@ def write_sharp_checkpoint(tiny: Path, target: Path) -> Path:
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny)
     redraw_weights(model)
     model.save_pretrained(target)
+    return target
+
+
+def ensure_sharp_checkpoint(tiny: Path, target: Path) -> Path:
+    """`write_sharp_checkpoint` into `target` once, safe across processes (the workers of
+    one pytest-xdist run share it: tests/conftest.py `sharp_model`)."""
+    done = target / "SHARP_DONE"
+    if done.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".sharp.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            write_sharp_checkpoint(tiny, partial)
+            (partial / "SHARP_DONE").write_text("")
+            partial.rename(target)
     return target

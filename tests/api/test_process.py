@@ -123,6 +123,7 @@ def test_uris_and_keyed_dicts_through_a_hosted_api(tmp_path):
         assert server.model_requests()  # the pages and windows went to the API
 
 
+@pytest.mark.slow
 def test_tiny_local_model_carries_meta_to_windows_and_parse_failures(tmp_path, tiny_model):
     """The real transformers path: the tiny random model's garbage answers make every window
     a `parse` failure; windows and failures still carry the video's keys, and pages the

@@ -37,7 +37,6 @@ import pytest
 
 from tests.conftest import require_module
 from tests.pipeline_helpers import SAMPLES_GLOB, read_table, run_job
-from tests.sharp_model import write_sharp_checkpoint
 
 require_module("fastapi", "dev")
 require_module("uvicorn", "dev")
@@ -117,13 +116,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
+def server(sharp_model, tmp_path_factory):
     """`transformers serve <sharp tiny model> --device cpu` on a free local port, once per
     module. The tiny checkpoint's own weights answer newlines to everything, so a page text
     could equal the server's answer to another request; the sharp copy (tests/sharp_model.py)
     answers each image and prompt differently."""
     work = tmp_path_factory.mktemp("transformers-serve")
-    sharp = write_sharp_checkpoint(tiny_model, work / "sharp-tiny-qwen3-vl")
+    sharp = sharp_model
     hub_cache = work / "hf-hub-cache"  # must exist; the server scans it for models
     hub_cache.mkdir()
     env = {

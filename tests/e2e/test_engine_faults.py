@@ -18,6 +18,7 @@ server, and exited 0.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from pathlib import Path
@@ -169,13 +170,21 @@ def test_a_poison_page_costs_one_failure_row_and_every_other_page_is_answered(tm
     assert fault_servers() == [] and no_children_left() == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_hung_server_is_restarted_then_the_breaker_opens_in_bounded_time(tmp_path, capsys):
+def test_a_hung_server_is_restarted_then_the_breaker_opens_in_bounded_time(
+    tmp_path, capsys, monkeypatch
+):
+    from vlbeam.transforms.backends import managed_server
+
+    # the health probe's patience after a timed-out request (no flag sets it): 1.5 s, not 5
+    tunables = functools.partial(managed_server.ProcessTunables, health_timeout_s=1.5)
+    monkeypatch.setattr(managed_server, "ProcessTunables", tunables)
     pdf = marked_pdf(tmp_path / "in" / "twenty.pdf", 20)
     out = tmp_path / "out"
     started = time.monotonic()
     exit_code = cli(f"--input={pdf}", f"--output={out}",
-                    *managed("--hang-after 3", "--max-concurrency=1", "--request-timeout-s=2",
+                    *managed("--hang-after 3", "--max-concurrency=1", "--request-timeout-s=1",
                              "--max-attempts=2", "--max-server-restarts=2"))  # fmt: skip
     elapsed = time.monotonic() - started
     assert exit_code == 3

@@ -68,6 +68,7 @@ def answers(_model, batch, _cfg):
                      finish_reason="stop", latency_s=0.0) for r in batch]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_hung_render_and_a_hung_decode_become_failure_rows(tmp_path, hang):
     src = tmp_path / "in"

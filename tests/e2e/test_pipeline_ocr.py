@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from tests.pipeline_helpers import SAMPLES_GLOB, fake_handler, inked_page, read_table, run_job
-from tests.sharp_model import write_sharp_checkpoint
 from vlbeam.schemas.elements import VLResult
 from vlbeam.schemas.errors import ModelNotFound
 
@@ -40,11 +39,12 @@ def direct_answers(model: str, max_new_tokens: int) -> dict[str, tuple[str, int]
     return answers
 
 
-def test_tiny_model_end_to_end_on_samples(tiny_model, tmp_path):
+@pytest.mark.slow
+def test_tiny_model_end_to_end_on_samples(sharp_model, tmp_path):
     """The real transformers path (from_pretrained on a folder, batched generate), on the
     sharp checkpoint (tests/sharp_model.py): its answer depends on the page, so a row equal
     to the model's direct answer to that page says the right page reached it, as rendered."""
-    sharp = str(write_sharp_checkpoint(tiny_model, tmp_path / "sharp"))
+    sharp = str(sharp_model)
     direct = direct_answers(sharp, 6)
     texts = {text for text, _ in direct.values()}
     assert len(texts) == 2 and all(t.strip() for t in texts)  # the comparison can fail

@@ -46,6 +46,7 @@ def partitions(out: Path, table: str) -> list[str]:
     return sorted(p.name for p in (out / table).iterdir())
 
 
+@pytest.mark.slow
 def test_skip_existing_processes_only_new_or_failed_files(tmp_path):
     src, out, log = tmp_path / "in", tmp_path / "out", tmp_path / "calls.log"
     src.mkdir()

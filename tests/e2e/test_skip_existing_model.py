@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.conftest import require_module
@@ -32,6 +33,7 @@ def pages_of(out: Path, run_id: str) -> list[str]:
     )
 
 
+@pytest.mark.slow
 def test_skip_existing_reprocesses_after_a_change_of_model(tiny_model, tmp_path, capsys):
     out = tmp_path / "out"
     names = ["born_digital.pdf", "scanned_page.pdf"]

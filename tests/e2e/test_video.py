@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -84,12 +85,22 @@ def expected_event(windows: list[dict], times: list[float], red, fps: float):
     return min(s for s, _ in spans), max(e for _, e in spans)
 
 
-def reading_model(processor):
+@functools.cache
+def processor_of(model_dir: str):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model_dir)
+
+
+def reading_model(model_dir: Path):
     """A test double of Qwen3-VL that reads what it is given: it builds the real prompt
-    with the real processor, reads the timestamps written before each temporal patch,
-    looks at the frames, and answers in the cookbook's event format."""
+    with the real processor (of the checkpoint in `model_dir`, loaded once per process: the
+    double is pickled with every bundle's DoFn, so it carries the path, not the processor),
+    reads the timestamps written before each temporal patch, looks at the frames, and
+    answers in the cookbook's event format."""
 
     def infer(_model, batch, _cfg):
+        processor = processor_of(str(model_dir))
         results = []
         for request in batch:
             inputs = processor_inputs(processor, [request])
@@ -117,13 +128,11 @@ def reading_model(processor):
 
 @pytest.fixture(scope="module")
 def tiny_processor(tiny_model):
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(tiny_model)
+    return processor_of(str(tiny_model))
 
 
-def grounding_handler(processor):
-    return fake_handler(reading_model(processor), model="reading-double")
+def grounding_handler(model_dir: Path):
+    return fake_handler(reading_model(model_dir), model="reading-double")
 
 
 def test_frame_times_are_true_presentation_times_on_vfr(tmp_path):
@@ -259,7 +268,7 @@ def test_windows_cover_the_video_with_overlap():
     assert plan_windows(source, 30.0, VideoConfig())[0].end_s == 30.0
 
 
-def test_grounding_finds_the_event_at_the_right_absolute_time(tmp_path, tiny_processor):
+def test_grounding_finds_the_event_at_the_right_absolute_time(tmp_path, tiny_model):
     """A red square from 12.0 s to 17.5 s, across a window boundary: the pipeline reports
     it at the right absolute times (within one sampling interval), merged across windows."""
     video = write_video(tmp_path / "in" / "clip.mp4", constant_rate(40, 10), (12.0, 17.5))
@@ -267,7 +276,7 @@ def test_grounding_finds_the_event_at_the_right_absolute_time(tmp_path, tiny_pro
     run_job(
         [str(video)], out, "--tasks=grounding", "--query=red square",
         "--window-seconds=16", "--window-overlap-seconds=4", "--fps=2",
-        handler=grounding_handler(tiny_processor),
+        handler=grounding_handler(tiny_model),
     )  # fmt: skip
     windows = sorted(read_table(out, "video_windows"), key=lambda r: r["window_index"])
     [doc] = read_table(out, "documents")
@@ -294,7 +303,7 @@ def test_grounding_finds_the_event_at_the_right_absolute_time(tmp_path, tiny_pro
     assert read_table(out, "failures") == []
 
 
-def test_variable_frame_rate_and_rotation(tmp_path, tiny_processor):
+def test_variable_frame_rate_and_rotation(tmp_path, tiny_model):
     rng = random.Random(3)
     times = [0.0]
     while times[-1] < 20:
@@ -308,7 +317,7 @@ def test_variable_frame_rate_and_rotation(tmp_path, tiny_processor):
                 draw=lambda t: top_right_square(320, 240, 2.0 <= t < 4.0))  # fmt: skip
     out = tmp_path / "out"
     run_job([f"{src}/*"], out, "--query=red square", "--fps=2", "--window-seconds=30",
-            handler=grounding_handler(tiny_processor))  # fmt: skip
+            handler=grounding_handler(tiny_model))  # fmt: skip
     events = {Path(e["source_uri"]).name: e for e in read_table(out, "video_events")}
     windows = {Path(w["source_uri"]).name: w for w in read_table(out, "video_windows")}
     vfr = windows["vfr.mp4"]

@@ -73,6 +73,7 @@ def requests(schema_text: str | None) -> list[VLRequest]:
     ]
 
 
+@pytest.mark.slow
 def test_tiny_model_is_always_schema_valid_under_constrained_decoding(loaded):
     text = canonical_json(SCHEMA)
     results = generate_batch(loaded, requests(text), ModelConfig(model="tiny", max_new_tokens=120))

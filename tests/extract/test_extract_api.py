@@ -186,6 +186,7 @@ def test_a_bad_schema_fails_at_launch_in_one_line(tmp_path, content, message, ca
     assert code == 2 and "\n" not in err and message in err and str(path) in err
 
 
+@pytest.mark.slow
 def test_skip_existing_knows_the_schema(tmp_path):
     def answer(rec: Recorded):
         return Answer(text=json.dumps(VALID) if is_extraction(rec) else "page text")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline_helpers import read_table
-from tests.sharp_model import write_sharp_checkpoint
 from tests.video_fixtures import constant_rate, write_video
 from vlbeam.pipeline.run import run
 from vlbeam.runners import expand_target
@@ -50,7 +49,7 @@ def comparable(out: Path, table: str) -> list[tuple]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_two_local_workers_equal_the_in_process_run(tiny_model, corpus, tmp_path, capsys):
+def test_two_local_workers_equal_the_in_process_run(sharp_model, corpus, tmp_path, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for name in ("born_digital.pdf", "scanned_page.pdf"):
@@ -64,7 +63,7 @@ def test_two_local_workers_equal_the_in_process_run(tiny_model, corpus, tmp_path
         "--max-pixels-per-frame=16384", "--run-id=same-run",
     ]  # fmt: skip
 
-    model = write_sharp_checkpoint(tiny_model, tmp_path / "sharp-tiny")
+    model = sharp_model
     in_process, log_1 = tmp_path / "in_process", tmp_path / "loads-in-process.log"
     run([*job, f"--output={in_process}"], model_handler=backend(model, log_1))
     summary_1 = capsys.readouterr().out

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline_helpers import build_wheel, read_table
-from tests.sharp_model import write_sharp_checkpoint
 from tests.video_fixtures import constant_rate, write_video
 from vlbeam.pipeline.run import run
 from vlbeam.schemas import TABLES
@@ -103,7 +102,7 @@ def comparable(out: Path, table: str) -> list[tuple]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_portable_run_equals_in_process_run(
-    beam_services, vlbeam_wheel, tiny_model, corpus, tmp_path, capsys
+    beam_services, vlbeam_wheel, sharp_model, corpus, tmp_path, capsys
 ):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -114,7 +113,7 @@ def test_portable_run_equals_in_process_run(
         (corpus / "pdf/bad/tracemonkey_truncated_50pct.pdf").read_bytes()
     )
     write_video(inputs / "clip.mp4", constant_rate(9, 10), (2.0, 5.0))
-    model = write_sharp_checkpoint(tiny_model, tmp_path / "sharp-tiny")
+    model = sharp_model
 
     in_process = tmp_path / "in_process"
     started = time.monotonic()
