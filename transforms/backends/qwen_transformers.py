@@ -8,6 +8,8 @@ timestamps are Qwen3-VL's convention (`video_metadata`); the OCR presets send pa
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import logging
 import os
@@ -96,11 +98,47 @@ def _not_found_message(model: str, why: str) -> str:
     )
 
 
+# The files a processor is read from: a cached one is used while none of them changed.
+_PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "processor_config.json",
+                    "preprocessor_config.json", "chat_template.jinja")  # fmt: skip
+
+
+def _processor_stamp(path: str) -> tuple:
+    """(name, size, mtime) of each processor file of a local checkpoint folder; () for a hub
+    id (a hub snapshot never changes under its revision)."""
+    if not os.path.isdir(path):
+        return ()
+    stamp = []
+    for name in _PROCESSOR_FILES:
+        with contextlib.suppress(OSError):
+            st = os.stat(os.path.join(path, name))
+            stamp.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_processor(path: str, _stamp: tuple):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(path)
+    processor.tokenizer.padding_side = "left"  # batched generate; nothing else changes it
+    return processor
+
+
+def load_processor(path: str):
+    """The checkpoint's processor, loaded once per process while its files are unchanged.
+    Reading Qwen's 151k-token tokenizer takes ~1.7 s of CPU (transformers parses its
+    tokenizer.json in Python), so a process that creates its engine again (in-process runs one
+    after another, a notebook, the test suite) doesn't pay it each time. The processor is only
+    read once set up; the model weights are never cached (a closed engine frees its device)."""
+    return _cached_processor(path, _processor_stamp(path))
+
+
 def load_qwen(cfg: ModelConfig) -> LoadedQwen:
     """Load `AutoModelForImageTextToText` + `AutoProcessor` from a folder or hub id (the
     checkpoint's config names its class: Qwen3-VL, Qwen2.5-VL, ...)."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     path = resolve_model_path(cfg.model)
     device = cfg.device
@@ -117,12 +155,11 @@ def load_qwen(cfg: ModelConfig) -> LoadedQwen:
         kwargs["attn_implementation"] = cfg.attn_implementation
     started = time.monotonic()
     try:
-        processor = AutoProcessor.from_pretrained(path)
+        processor = load_processor(path)
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise ModelNotFound(_not_found_message(cfg.model, str(exc).splitlines()[0])) from None
     model.to(device).eval()
-    processor.tokenizer.padding_side = "left"
     stop = model.generation_config.eos_token_id
     stop_ids = frozenset([stop] if isinstance(stop, int) else (stop or []))
     stop_ids |= {processor.tokenizer.convert_tokens_to_ids("<|im_end|>")}
