@@ -237,12 +237,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         "",
         (T + "test_suite_rules.py",),
     ),
-    # 11: a republished run id keeps the files of its first publish
+    # 11: a republished run id keeps the files of its first publish (the commit no longer
+    # lists them, but nothing deletes them: a plain Parquet reader sees both publishes)
     Mutation(
         11,
         "publish keeps the same run id's earlier files",
         "outputs/publish.py",
-        "        if old:\n            FileSystems.delete(old)\n",
+        "        delete_quietly(view.garbage(table))\n",
         "",
         (
             T + "e2e/test_scheduled_runs.py::"
@@ -253,7 +254,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         12,
         "skip-existing ignores the backend",
-        "pipeline/run.py",
+        "pipeline/process.py",
         'r["model"] == model and r["backend"] == backend',
         'r["model"] == model',
         (
@@ -264,7 +265,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         12,
         "skip-existing counts a partial document as done",
-        "pipeline/run.py",
+        "pipeline/process.py",
         'lambda r: r["status"] == "ok" and',
         'lambda r: r["status"] in ("ok", "partial") and',
         (T + "e2e/test_skip_existing_model.py::test_skip_existing_reprocesses_a_partial_document",),
@@ -273,7 +274,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         15,
         "merge gap 0 (overlap only)",
-        "pipeline/run.py",
+        "pipeline/process.py",
         "gap_s=1.0 / video_cfg.sampling.fps",
         "gap_s=0.0",
         (T + "e2e/test_grounding_merge.py",),
@@ -281,7 +282,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         15,
         "merge gap fixed at 1 s whatever --fps",
-        "pipeline/run.py",
+        "pipeline/process.py",
         "gap_s=1.0 / video_cfg.sampling.fps",
         "gap_s=1.0",
         (T + "e2e/test_grounding_merge.py",),
@@ -319,8 +320,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         3,
         "pages reach the model with inverted colours",
         "transforms/ocr.py",
-        "VLRequest(images=(page.image,), prompt=prompt.text)",
-        "VLRequest(images=(_inverted(page.image),), prompt=prompt.text)\n\n\n"
+        "        images=(page.image,), prompt=prompt.text, "
+        "prompt_first=prompt.prompt_first\n    )\n",
+        "        images=(_inverted(page.image),), prompt=prompt.text,\n"
+        "        prompt_first=prompt.prompt_first,\n    )\n\n\n"
         "def _inverted(data):\n"
         "    import io\n    from PIL import Image, ImageOps\n    buf = io.BytesIO()\n"
         "    ImageOps.invert(Image.open(io.BytesIO(data)).convert('RGB')).save(buf, 'PNG')\n"
