@@ -13,6 +13,7 @@ from tests.pipeline_helpers import columns_of
 from vlbeam.outputs.layout import STAGING, attempt_file_name, partition_dir, staging_dir
 from vlbeam.outputs.publish import publish as publish_attempt
 from vlbeam.schemas import FAILURES, PAGES, SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
+from vlbeam.transforms.write import TEMP_FOLDER
 
 RUN_ID = "20261122T083000Z-abc123"
 ATTEMPT = "try-20261122T083000Z-0a1b2c3d"
@@ -140,6 +141,9 @@ def test_publish_moves_only_parquet_and_cleans_staging(tmp_path: Path) -> None:
     out = tmp_path / "out"
     staged = _stage(out, "pages", "part-00000-of-00001.parquet", _page_rows(1, "new"))
     (staged.parent / "beam-temp-leftover").write_text("x")
+    bundles = staged.parent.parent / TEMP_FOLDER / "pages"  # a bundle the runner dropped
+    bundles.mkdir(parents=True)
+    pq.write_table(_page_rows(1, "dropped-bundle"), bundles / "0123abcd.parquet")
 
     publish(str(out), RUN_ID, {"pages": PAGES})
 
