@@ -9,6 +9,8 @@ result parsing, the summary table) are tested at the end.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import http.client
 import importlib.util
 import io
@@ -776,3 +778,24 @@ def test_bench_gpu_smoke_run_on_cpu(tmp_path):
     assert rows["vlbeam managed transformers serve"]["same_work"] is True
     assert result["checkpoint"]["parameters"] > 1_000_000
     assert "| olmOCR (published) |" in (out / "bench_gpu.log").read_text()
+
+
+def test_a_connection_error_from_a_server_that_no_longer_answers_restarts_it(fake_template):
+    """Seen under load: a crashing server's sockets closed before its exit could be seen, so
+    `recover` found it alive and called the connection error no crash; its poison request was
+    then retried as an innocent one until the restarts ran out. Alive is not enough: a server
+    that doesn't answer its health URL after a connection error is restarted (here: stopped
+    with SIGSTOP, alive but silent)."""
+    tunables = dataclasses.replace(FAKE, health_timeout_s=0.5, stop_timeout_s=1)
+    server = ManagedServer(fake_spec(fake_template), tunables)
+    try:
+        server.ensure_running()
+        silent = server.pid
+        assert server.recover(server.restarts) is False  # alive and answering: not a crash
+        os.kill(silent, signal.SIGSTOP)
+        assert server.recover(server.restarts) is True
+        assert server.restarts == 1 and server.pid != silent and server.ready()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(silent, signal.SIGCONT)
+        server.stop()

@@ -401,7 +401,8 @@ class ManagedServer:
 
     def recover(self, restarts_before: int, *, hung: bool = False) -> bool:
         """After a request failed (a connection error, or with `hung` a timeout): restart the
-        server if it died, or if it no longer answers its health URL (it hangs). True when it
+        server if it died, or if it no longer answers its health URL (it hangs, or it is dying
+        and its exit can't be seen yet). True when it
         was restarted since `restarts_before` (by this call or another thread's: the request
         was in flight at a crash). Raises `ServerError` when it can't be brought back."""
         with self._lock:
@@ -409,14 +410,19 @@ class ManagedServer:
                 raise ServerError(f"{self.label} server was stopped")
             if self.restarts > restarts_before:
                 return True
-            if self.alive() and (not hung or self.healthy()):
+            # alive and answering: the request's own bad luck, not a crash. A connection error
+            # from a server that is alive but doesn't answer is one dying (its sockets close
+            # before its exit can be seen) or hanging: seen under load, a crashing server
+            # still counted as alive, and its poison request was retried as if nothing died
+            if self.alive() and self.healthy():
                 return False
             if self.alive():
                 logger.warning(
-                    "%s did not answer %s within %g s: taken to hang, restarting",
+                    "%s did not answer %s within %g s after a %s: restarting",
                     self.prefix,
                     self.tunables.health_path,
                     self.tunables.health_timeout_s,
+                    "timeout (taken to hang)" if hung else "connection error",
                 )
             self.restart()
             return True
