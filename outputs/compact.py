@@ -61,7 +61,7 @@ from vlbeam.outputs.publish import drop_uncommitted
 from vlbeam.outputs.store import write_whole
 from vlbeam.schemas import TABLES
 from vlbeam.schemas.ids import new_run_id
-from vlbeam.schemas.parquet import ROW_GROUP_BYTES, writer_options
+from vlbeam.schemas.parquet import ROW_GROUP_BYTES, RowGroups, writer_options
 from vlbeam.schemas.run_ids import check_run_id
 
 logger = logging.getLogger(__name__)
@@ -170,28 +170,25 @@ def write_rows(
         files.append(folder / f"part-{len(files):05d}.parquet")
         return pq.ParquetWriter(files[-1], schema, **options)
 
-    def flush(pending: list[pa.RecordBatch]) -> None:
+    def flush(table: pa.Table) -> None:
         nonlocal writer
         if writer is None:
             writer = new_writer()
-        table = pa.Table.from_batches(pending, schema=schema)
         writer.write_table(table, row_group_size=max(1, table.num_rows))
         if files[-1].stat().st_size >= target_file_bytes:
             writer.close()
             writer = None
 
-    pending: list[pa.RecordBatch] = []
-    pending_bytes = 0
+    groups = RowGroups(schema, row_group_bytes)
     try:
         for batch in batches:
             rows += batch.num_rows
-            pending.append(batch)
-            pending_bytes += batch.nbytes
-            if pending_bytes >= row_group_bytes:
-                flush(pending)
-                pending, pending_bytes = [], 0
-        if pending or not files:
-            flush(pending)
+            group = groups.add(batch)
+            if group is not None:
+                flush(group)
+        rest = groups.rest()
+        if rest is not None or not files:
+            flush(rest if rest is not None else schema.empty_table())
     finally:
         if writer is not None:
             writer.close()

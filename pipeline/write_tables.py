@@ -42,19 +42,20 @@ class WriteTables(beam.PTransform):
         if not tables:
             raise ValueError("WriteTables needs at least one table")
         staged = staging_dir(self._output, run_id, self.attempt)
-        tagged = []
-        for table, rows in tables.items():
-            if rows.element_type is row_type(table):  # Process(as_rows=True): back to dicts
-                tagged.append(
-                    rows | f"Tag_{table}" >> beam.Map(lambda row, t=table: (t, row._asdict()))
-                )
-            else:
-                tagged.append(rows | f"Tag_{table}" >> beam.Map(lambda row, t=table: (t, row)))
+        tagged = [
+            rows | f"Tag_{table}" >> beam.Map(_tagged, table, rows.element_type is row_type(table))
+            for table, rows in tables.items()
+        ]
         return (
             tagged
             | "AllTables" >> beam.Flatten()
             | "Write" >> WriteTableFiles(staged, {t: TABLES[t] for t in tables})
         )
+
+
+def _tagged(row, table: str, as_row: bool) -> tuple[str, dict]:
+    """(table, dict row); a `Process(as_rows=True)` row (a NamedTuple) back to a dict."""
+    return table, row._asdict() if as_row else row
 
 
 def publish(

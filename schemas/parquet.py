@@ -17,6 +17,8 @@ all read these settings from here.
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 CODEC = "zstd"
 CODEC_LEVEL = 1  # pyarrow's default for zstd
 ROW_GROUP_BYTES = 64 * 1024 * 1024  # compacted files
@@ -32,3 +34,29 @@ def writer_options() -> dict:
         "compression_level": CODEC_LEVEL,
         "use_compliant_nested_type": True,
     }
+
+
+class RowGroups:
+    """Record batches gathered into row groups of about `group_bytes` of Arrow data: the one
+    rule of the run's sink and of compaction (each writes a returned group as one row group,
+    `row_group_size=group.num_rows`)."""
+
+    def __init__(self, schema: pa.Schema, group_bytes: int) -> None:
+        self._schema = schema
+        self._group_bytes = group_bytes
+        self._batches: list[pa.RecordBatch] = []
+        self._bytes = 0
+
+    def add(self, batch: pa.RecordBatch) -> pa.Table | None:
+        """Take `batch`; the full group when this batch fills one, else None."""
+        self._batches.append(batch)
+        self._bytes += batch.nbytes
+        return self.rest() if self._bytes >= self._group_bytes else None
+
+    def rest(self) -> pa.Table | None:
+        """What is gathered, as a group (None when nothing is)."""
+        if not self._batches:
+            return None
+        group = pa.Table.from_batches(self._batches, schema=self._schema)
+        self._batches, self._bytes = [], 0
+        return group

@@ -7,7 +7,6 @@ the prompt (different pages, prompts or paddings give different tokens)."""
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def write_sharp_checkpoint(tiny: Path, target: Path) -> Path:
     """A copy of the tiny checkpoint folder at `target` with redrawn weights."""
     from transformers import Qwen3VLForConditionalGeneration
 
-    shutil.copytree(tiny, target)
+    shutil.copytree(tiny, target, dirs_exist_ok=True)
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny)
     redraw_weights(model)
     model.save_pretrained(target)
@@ -40,17 +39,8 @@ def write_sharp_checkpoint(tiny: Path, target: Path) -> Path:
 
 def ensure_sharp_checkpoint(tiny: Path, target: Path) -> Path:
     """`write_sharp_checkpoint` into `target` once, safe across processes (the workers of
-    one pytest-xdist run share it: tests/conftest.py `sharp_model`)."""
-    done = target / "SHARP_DONE"
-    if done.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".sharp.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            partial = target.with_name(target.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            write_sharp_checkpoint(tiny, partial)
-            (partial / "SHARP_DONE").write_text("")
-            partial.rename(target)
-    return target
+    one pytest-xdist run share it: tests/conftest.py `sharp_model`); the copied tiny
+    checkpoint's marker says the folder is whole, as it is renamed into place only then."""
+    from vlbeam.transforms.backends.tiny_model import build_once
+
+    return build_once(target, lambda folder: write_sharp_checkpoint(tiny, folder))

@@ -23,12 +23,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from vlbeam.schemas.parquet import (  # noqa: F401 - re-exported: the sink's settings
-    CODEC,
-    CODEC_LEVEL,
+from vlbeam.schemas.parquet import (
     RECORD_BATCH_ROWS,
-    ROW_GROUP_BYTES,
     RUN_ROW_GROUP_BYTES,
+    RowGroups,
     writer_options,
 )
 
@@ -46,8 +44,7 @@ class TableFile:
         self._handle = FileSystems.create(path)
         self._writer = pq.ParquetWriter(self._handle, schema, **writer_options())
         self._rows: list[dict] = []
-        self._batches: list[pa.RecordBatch] = []
-        self._buffered = 0
+        self._groups = RowGroups(schema, RUN_ROW_GROUP_BYTES)
 
     def add(self, row: dict) -> None:
         self._rows.append(row)
@@ -58,20 +55,15 @@ class TableFile:
         if self._rows:
             batch = pa.RecordBatch.from_pylist(self._rows, schema=self._schema)
             self._rows = []
-            self._batches.append(batch)
-            self._buffered += batch.nbytes
-            if self._buffered >= RUN_ROW_GROUP_BYTES:
-                self._flush()
+            self._write(self._groups.add(batch))
 
-    def _flush(self) -> None:
-        if self._batches:
-            group = pa.Table.from_batches(self._batches, schema=self._schema)
+    def _write(self, group: pa.Table | None) -> None:
+        if group is not None:
             self._writer.write_table(group, row_group_size=group.num_rows)
-            self._batches, self._buffered = [], 0
 
     def close(self) -> str:
         self._batch()
-        self._flush()
+        self._write(self._groups.rest())
         self._writer.close()
         self._handle.close()
         return self.path

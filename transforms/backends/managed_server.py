@@ -402,9 +402,9 @@ class ManagedServer:
     def recover(self, restarts_before: int, *, hung: bool = False) -> bool:
         """After a request failed (a connection error, or with `hung` a timeout): restart the
         server if it died, or if it no longer answers its health URL (it hangs, or it is dying
-        and its exit can't be seen yet). True when it
-        was restarted since `restarts_before` (by this call or another thread's: the request
-        was in flight at a crash). Raises `ServerError` when it can't be brought back."""
+        and its exit can't be seen yet). True when it was restarted since `restarts_before`
+        (by this call or another thread's: the request was in flight at a crash). Raises
+        `ServerError` when it can't be brought back."""
         with self._lock:
             if self._stopped and self.starts:
                 raise ServerError(f"{self.label} server was stopped")

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 TINY_RANDOM = "tiny-random"
 TINY_RANDOM_QWEN25 = "tiny-random-qwen2.5-vl"
 TINY_VERSION = "v1"
+TINY_MARKER = "VLBEAM_TINY_RANDOM"  # written last into a built checkpoint folder
 FAMILIES = {TINY_RANDOM: "qwen3-vl", TINY_RANDOM_QWEN25: "qwen2.5-vl"}
 
 # The Qwen3-VL special tokens, in id order from 151643.
@@ -271,7 +273,7 @@ def write_tiny_model(out_dir: str | os.PathLike, seed: int = 0, family: str = "q
     model.save_pretrained(out)
     processor.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "VLBEAM_TINY_RANDOM").write_text(f"{TINY_VERSION}\n")
+    (out / TINY_MARKER).write_text(f"{TINY_VERSION}\n")
     return out
 
 
@@ -280,16 +282,28 @@ def ensure_tiny_model(name: str = TINY_RANDOM) -> Path:
     (safe across concurrent processes)."""
     family = FAMILIES[name]
     target = cache_dir() / f"tiny-random-{family}-{TINY_VERSION}"
-    if (target / "VLBEAM_TINY_RANDOM").exists():
+
+    def build(folder: Path) -> None:
+        logger.info("building the tiny random %s checkpoint in %s", family, target)
+        write_tiny_model(folder, family=family)
+
+    return build_once(target, build)
+
+
+def build_once(target: Path, build: Callable[[Path], None], marker: str = TINY_MARKER) -> Path:
+    """The folder `target`, made once by `build(folder)` (which writes `marker` into it),
+    safe across concurrent processes: under a lock beside it, `build` fills a temporary folder
+    that is then renamed into place, so `target` is never seen half-written. Also the tests'
+    sharp checkpoint (tests/sharp_model.py)."""
+    if (target / marker).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".tiny.lock", "w") as lock, _flock(lock):
-        if (target / "VLBEAM_TINY_RANDOM").exists():
+        if (target / marker).exists():
             return target
-        logger.info("building the tiny random %s checkpoint in %s", family, target)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tiny-"))
         try:
-            write_tiny_model(tmp, family=family)
+            build(tmp)
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)
